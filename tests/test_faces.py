@@ -62,7 +62,7 @@ def mufac_root(tmp_path: Path) -> Path:
 
 
 def test_mufac_forget_first_rows(mufac_root: Path) -> None:
-    dm = MUFACDataModule(str(mufac_root), forget_first_rows=3, **SMALL)
+    dm = MUFACDataModule(str(mufac_root), forget_first=3, **SMALL)
     dm.setup()
     data = dm.data
     assert data.task == "multiclass" and data.classes == list(MUFAC_AGE_CLASSES)
@@ -81,7 +81,7 @@ def test_mufac_forget_first_rows(mufac_root: Path) -> None:
     pairs = sorted(zip(sample_ids.tolist(), y.tolist(), strict=True))
     assert pairs == [(0, 0), (1, 1), (2, 4)]
     # the recorded hyperparameters rebuild the same splits (checkpoint / CLI round trip)
-    assert dm.hparams.forget_first_rows == 3 and dm.hparams.root == str(mufac_root)
+    assert dm.hparams.forget_first == 3 and dm.hparams.root == str(mufac_root)
     assert MUFACDataModule(**dm.hparams).split_ids() == ids
 
 
@@ -113,11 +113,11 @@ def test_parse_mufac_family(name: str, family: int | None) -> None:
 
 def test_mufac_errors(mufac_root: Path) -> None:
     with pytest.raises(FileNotFoundError, match="custom_train_dataset.csv.*ndb796"):
-        MUFACDataModule(str(mufac_root / "nope"), forget_first_rows=2)
+        MUFACDataModule(str(mufac_root / "nope"), forget_first=2)
     with pytest.raises(ValueError, match="exactly one forget request"):
-        MUFACDataModule(str(mufac_root), forget_first_rows=2, forget_fraction=0.5)
+        MUFACDataModule(str(mufac_root), forget_first=2, forget_fraction=0.5)
     with pytest.raises(ValueError, match="leaves no retain data"):
-        MUFACDataModule(str(mufac_root), forget_first_rows=8, **SMALL).setup()
+        MUFACDataModule(str(mufac_root), forget_first=8, **SMALL).setup()
     csv_path = mufac_root / "custom_train_dataset.csv"
     write_mufac_csv(csv_path, MUFAC_TRAIN[:2] + [("F0002_AGE_S_10_b1.jpg", "z")])
     with pytest.raises(ValueError, match=r"custom_train_dataset.csv:4: age_class 'z'"):
@@ -383,7 +383,7 @@ def test_missing_root_names_layout_and_source(tmp_path: Path, cls: type, expecte
 
 
 def test_face_defaults_and_augmentation(mufac_root: Path) -> None:
-    dm = MUFACDataModule(str(mufac_root), forget_first_rows=2, batch_size=4)
+    dm = MUFACDataModule(str(mufac_root), forget_first=2, batch_size=4)
     assert dm.hparams.image_size == 128 and dm.hparams.num_channels == 3
     assert dm.data.train_images.shape[1:] == (3, 128, 128)
     transform = dm.train_transform()

@@ -69,7 +69,7 @@ REFERENCES = ("original", "retrain")
 # Every number of a row, in table order; the class-wise ones only exist for class-wise requests.
 METRICS = ("acc_retain", "acc_forget", "acc_unseen", "acc_retain_test", "acc_forget_test", "mia",
            "forgetting_score", "nomus", "fit_seconds", "time_ratio_to_retrain")
-EXTRA_NUMBERS = ("mia_auc", "wall_seconds", "loss_retain", "loss_forget", "loss_unseen",
+EXTRA_NUMBERS = ("mia_auc", "wall_seconds", "validation_seconds", "loss_retain", "loss_forget", "loss_unseen",
                  "loss_retain_test", "loss_forget_test")
 # Trainer keys that change what a reference network learns (the rest is logging and devices).
 _RECIPE_TRAINER_KEYS = ("max_epochs", "max_steps", "precision", "devices", "num_nodes",
@@ -298,6 +298,7 @@ def _fit_and_test(cli: UnlearnCLI) -> dict[str, Any]:
     trainer.test(model, datamodule=cli.datamodule, verbose=False)
     evaluation = dict(model.last_evaluation)  # type: ignore[attr-defined]
     return {**evaluation, "fit_seconds": float(model.fit_seconds), "wall_seconds": wall,
+            "validation_seconds": float(model.validation_seconds),
             "class_path": f"{type(model).__module__}.{type(model).__name__}",
             "nonmember_split": losses.nonmember, "losses": losses.gathered(trainer, model),
             "log_dir": trainer.log_dir}

@@ -66,7 +66,8 @@ def resolve_forget_set(targets: Tensor, pool: Tensor, *, task: Task = "multiclas
                        forget_classes: Sequence[int] | None = None,
                        forget_fraction: float | None = None, forget_count: int | None = None,
                        forget_ids: Sequence[int] | None = None,
-                       forget_groups: Sequence[int] | None = None, seed: int = 0) -> Tensor:
+                       forget_groups: Sequence[int] | None = None,
+                       forget_first: int | None = None, seed: int = 0) -> Tensor:
     """Turn a forget request into the sorted ids of the training samples to forget.
 
     Args:
@@ -76,8 +77,8 @@ def resolve_forget_set(targets: Tensor, pool: Tensor, *, task: Task = "multiclas
         task: multiclass or multilabel (class-wise requests need classes).
         num_classes: number of classes.
         groups: group/identity id per training sample, for ``forget_groups``.
-        forget_classes, forget_fraction, forget_count, forget_ids, forget_groups: the request;
-            exactly one is given (checked by the datamodule).
+        forget_classes, forget_fraction, forget_count, forget_ids, forget_groups, forget_first:
+            the request; exactly one is given (checked by the datamodule).
         seed: seed of the random sample-wise draw.
 
     Raises:
@@ -120,6 +121,12 @@ def resolve_forget_set(targets: Tensor, pool: Tensor, *, task: Task = "multiclas
                              "splits.json for the ids the network was trained on")
         mask = torch.zeros(len(targets), dtype=torch.bool)
         mask[torch.tensor(ids, dtype=torch.long)] = True
+    elif forget_first is not None:
+        if forget_first >= len(pool):
+            raise ValueError(f"forget_first {forget_first} leaves no retain data: the training "
+                             f"set has {len(pool)} samples")
+        mask = torch.zeros(len(targets), dtype=torch.bool)
+        mask[pool.sort().values[:forget_first]] = True
     else:
         count = forget_count if forget_count is not None else round(forget_fraction * len(pool))  # type: ignore[operator]
         if count > len(pool):
@@ -147,7 +154,8 @@ class UnlearningDataModule(LightningDataModule):
         ``forget_test`` (the held-out samples of the remaining vs forgotten classes or groups).
 
     Exactly one forget request: ``forget_classes``, ``forget_fraction``, ``forget_count``,
-    ``forget_ids`` (a deletion-request file of training sample ids) or ``forget_groups``.
+    ``forget_ids`` (a deletion-request file of training sample ids), ``forget_groups`` or
+    ``forget_first``.
     Split ids are written to ``splits.json`` in the run's log folder so a user can audit what was
     forgotten. Subclasses implement :meth:`load`.
 
@@ -160,6 +168,8 @@ class UnlearningDataModule(LightningDataModule):
         forget_classes: class ids to forget (class-wise).
         forget_fraction: fraction in (0, 1) of training samples to forget, drawn with ``seed``.
         forget_count: number of training samples to forget, drawn with ``seed``.
+        forget_first: forget the first N training samples in the dataset's own order (MUFAC's
+            request: the first 1,500 rows of its CSV, which is sorted by family).
         forget_ids: path of a file of training sample ids to forget.
         forget_groups: group/identity ids whose every sample is forgotten.
         seed: seed of every random choice of the splits.
@@ -176,21 +186,24 @@ class UnlearningDataModule(LightningDataModule):
                  forget_batch_size: int | None = None, num_workers: int = 0,
                  forget_classes: list[int] | None = None, forget_fraction: float | None = None,
                  forget_count: int | None = None, forget_ids: str | None = None,
-                 forget_groups: list[int] | None = None, seed: int = 0,
+                 forget_groups: list[int] | None = None, forget_first: int | None = None,
+                 seed: int = 0,
                  unseen_fraction: float = 0.2, eval_max_samples: int | None = None,
                  augment: bool = True, num_channels: Literal[1, 3] | None = None,
                  image_size: int | None = None) -> None:
         super().__init__()
         requests = {"forget_classes": forget_classes, "forget_fraction": forget_fraction,
                     "forget_count": forget_count, "forget_ids": forget_ids,
-                    "forget_groups": forget_groups}
+                    "forget_groups": forget_groups, "forget_first": forget_first}
         given = [name for name, value in requests.items() if value is not None]
         if len(given) != 1:
             raise ValueError("give exactly one forget request (forget_classes, forget_fraction, "
-                             f"forget_count, forget_ids or forget_groups); got {given or 'none'}")
+                             "forget_count, forget_ids, forget_groups or forget_first); got "
+                             f"{given or 'none'}")
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
                             ("forget_batch_size", forget_batch_size),
-                            ("forget_count", forget_count), ("eval_max_samples", eval_max_samples),
+                            ("forget_count", forget_count), ("forget_first", forget_first),
+                            ("eval_max_samples", eval_max_samples),
                             ("image_size", image_size)):
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
@@ -304,7 +317,7 @@ class UnlearningDataModule(LightningDataModule):
             data.train_targets, pool, task=data.task, num_classes=self.num_classes,
             groups=data.train_groups, forget_classes=hp.forget_classes,
             forget_fraction=hp.forget_fraction, forget_count=hp.forget_count, forget_ids=ids,
-            forget_groups=hp.forget_groups, seed=self.seed)
+            forget_groups=hp.forget_groups, forget_first=hp.forget_first, seed=self.seed)
         is_forget = torch.zeros(n, dtype=torch.bool)
         is_forget[forget] = True
         retain = pool[~is_forget[pool]]

@@ -76,9 +76,6 @@ UTKFACE_AGE_EDGES = (6, 12, 19, 30, 45, 55, 66)
 #: MUCAC's three attributes (gender, age, smiling) as CelebA names them.
 CELEBA_ATTRIBUTES = ("Male", "Young", "Smiling")
 
-_FORGET_REQUESTS = ("forget_classes", "forget_fraction", "forget_count", "forget_ids",
-                    "forget_groups")
-
 ImageSource = bytes | Path
 
 
@@ -592,18 +589,14 @@ class MUFACDataModule(_FaceDataModule):
 
     Group ids are family numbers (``F0001_...jpg`` → 1), so ``forget_groups: [1, 2]`` forgets
     every photo of families F0001 and F0002. The benchmark's own request is
-    ``forget_first_rows: 1500``: the first 1,500 rows of the training CSV (ids ``0..1499``, the
-    CSV is ordered by family), exactly as the MUFAC and DLFD code slice ``[:1500]``. Both are
+    ``forget_first: 1500``: the first 1,500 rows of the training CSV (ids ``0..1499``, the CSV
+    is ordered by family), exactly as the MUFAC and DLFD code slice ``[:1500]``. Both are
     evaluated like the benchmark: the held-out families are other people, so the attack
     compares the forget set with ``unseen`` (the ``custom_test`` CSV by default, see
     ``held_out``).
 
     Args:
         root: the dataset folder.
-        forget_first_rows: forget the first N rows of the training CSV; a forget request of its
-            own, given instead of the base datamodule's five. (It is passed to the base as
-            ``forget_count=N`` for validation and resolved to ids ``0..N-1``; ``hparams`` and
-            ``splits.json`` therefore also show ``forget_count: N``.)
         held_out: ``test`` (MUFAC's unseen set, the default) or ``val`` as the ``unseen``
             split.
         train_csv, val_csv, test_csv, train_dir, val_dir, test_dir: file and folder names
@@ -612,7 +605,7 @@ class MUFACDataModule(_FaceDataModule):
             (``image_size`` defaults to 128, ``num_channels`` to 3).
     """
 
-    def __init__(self, root: str, forget_first_rows: int | None = None,
+    def __init__(self, root: str,
                  held_out: Literal["test", "val"] = "test",
                  train_csv: str = "custom_train_dataset.csv",
                  val_csv: str = "custom_val_dataset.csv",
@@ -628,20 +621,8 @@ class MUFACDataModule(_FaceDataModule):
         _require(Path(root) / train_csv, "MUFAC training CSV", layout, source)
         _require(Path(root) / (test_csv if held_out == "test" else val_csv),
                  "MUFAC held-out CSV", layout, source)
-        if forget_first_rows is not None:
-            if forget_first_rows < 1:
-                raise ValueError(f"forget_first_rows must be at least 1, got "
-                                 f"{forget_first_rows}")
-            others = [k for k in _FORGET_REQUESTS if kwargs.get(k) is not None
-                      and not (k == "forget_count" and kwargs[k] == forget_first_rows)]
-            if others:
-                raise ValueError("give exactly one forget request: forget_first_rows or one of "
-                                 f"{', '.join(_FORGET_REQUESTS)}; got forget_first_rows and "
-                                 f"{others}")
-            kwargs["forget_count"] = forget_first_rows  # resolved to the first rows below
         super().__init__(**kwargs)
         self.root = root
-        self.forget_first_rows = forget_first_rows
         self.files: dict[str, Any] = dict(
             held_out=held_out, train_csv=train_csv, val_csv=val_csv, test_csv=test_csv,
             train_dir=train_dir, val_dir=val_dir, test_dir=test_dir)
@@ -649,21 +630,6 @@ class MUFACDataModule(_FaceDataModule):
     def load(self) -> ImageData:
         return load_mufac_data(self.root, channels=self.hparams["num_channels"],
                                size=self.hparams["image_size"], **self.files)
-
-    def _make_splits(self) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
-        splits = super()._make_splits()
-        n = self.forget_first_rows
-        if n is None:
-            return splits
-        data = self.data
-        total = len(data.train_targets)
-        if n >= total:
-            raise ValueError(f"forget_first_rows {n} leaves no retain data: the training CSV "
-                             f"has {total} rows")
-        ids = torch.arange(total)
-        splits["forget"] = (data.train_images[:n], data.train_targets[:n], ids[:n])
-        splits["retain"] = (data.train_images[n:], data.train_targets[n:], ids[n:])
-        return splits
 
 
 class RAFDBDataModule(_FaceDataModule):

@@ -38,7 +38,8 @@ class UnlearningModule(LightningModule):
       stable names ``{val,test}/acc_{retain,forget,unseen,retain_test,forget_test}``,
       ``{stage}/mia``, ``{stage}/mia_auc``, ``{stage}/forgetting_score`` (2·|MIA − 0.5|),
       ``{stage}/nomus`` and ``{stage}/fit_seconds``;
-    * wall-clock time of the fit (:attr:`fit_seconds`, kept across resumes).
+    * wall-clock time of the fit (:attr:`fit_seconds`) and of the validation runs inside it
+      (:attr:`validation_seconds`: the online monitoring cost), both kept across resumes.
 
     NoMUS uses the held-out accuracy of the remaining data: ``acc_retain_test`` for class-wise
     requests, ``acc_unseen`` otherwise.
@@ -96,7 +97,9 @@ class UnlearningModule(LightningModule):
                                                  width, mean, std)
         self.frozen = nn.ModuleDict()
         self.fit_seconds = 0.0
+        self.validation_seconds = 0.0
         self._fit_started: float | None = None
+        self._validation_started: float | None = None
         self._original_loaded = False
         # nan_strategy="error": a diverged network must fail loudly, never average NaN away.
         self.eval_accuracy = nn.ModuleDict({s: MeanMetric(nan_strategy="error")
@@ -183,17 +186,30 @@ class UnlearningModule(LightningModule):
         self.fit_seconds = self._elapsed()
         self._fit_started = None
 
+    def on_validation_start(self) -> None:
+        self._validation_started = time.perf_counter() if self._fit_started is not None else None
+
+    def on_validation_end(self) -> None:
+        # The monitoring cost inside a fit (sanity check included): DLFD's switch, checkpoint
+        # selection. Kept across resumes like fit_seconds.
+        if self._validation_started is not None:
+            self.validation_seconds += time.perf_counter() - self._validation_started
+            self._validation_started = None
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["state_dict"]
         for key in [k for k in state if k.startswith("frozen.")]:
             del state[key]
-        checkpoint["unlearn_pl"] = {"fit_seconds": self._elapsed()}
+        checkpoint["unlearn_pl"] = {"fit_seconds": self._elapsed(),
+                                    "validation_seconds": self.validation_seconds}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Frozen copies are not saved: give the strict loader the ones rebuilt in setup.
         checkpoint["state_dict"].update({f"frozen.{k}": v for k, v in
                                          self.frozen.state_dict().items()})
-        self.fit_seconds = float(checkpoint.get("unlearn_pl", {}).get("fit_seconds", 0.0))
+        saved = checkpoint.get("unlearn_pl", {})
+        self.fit_seconds = float(saved.get("fit_seconds", 0.0))
+        self.validation_seconds = float(saved.get("validation_seconds", 0.0))
 
     def on_before_backward(self, loss: Tensor) -> None:
         # Methods that ascend a loss (NegGrad, UNSIR) can diverge: stop before a non-finite
