@@ -97,7 +97,12 @@ def test_fit_then_test_resume_and_report_time(tmp_path: Path) -> None:
     state = torch.load(last, weights_only=True)
     assert state["epoch"] == 0 and state["unlearn_pl"]["fit_seconds"] > 0
     main(["fit", *common, "--trainer.max_epochs", "2", "--ckpt_path", str(last)])
-    assert torch.load(last, weights_only=True)["epoch"] == 1
+    resumed = torch.load(last, weights_only=True)
+    assert resumed["epoch"] == 1
+    # both timers continue across the resume instead of restarting from zero
+    for key in ("fit_seconds", "validation_seconds"):
+        assert resumed["unlearn_pl"][key] >= state["unlearn_pl"][key]
+    assert resumed["unlearn_pl"]["fit_seconds"] > state["unlearn_pl"]["fit_seconds"]
     main(["test", *common, "--ckpt_path", str(last)])
 
 

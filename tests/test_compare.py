@@ -77,6 +77,8 @@ def test_rows_hold_every_method_and_seed_with_numbers_in_range(runs: dict) -> No
         for key in BOUNDED:
             assert 0.0 <= row[key] <= 1.0, (row["method"], key, row[key])
         assert 0 < row["fit_seconds"] <= row["wall_seconds"]
+        # validation runs once per epoch inside every fit: timed, and a part of the fit
+        assert 0 < row["validation_seconds"] < row["fit_seconds"]
         retrain = next(r for r in rows if r["method"] == "retrain" and r["seed"] == row["seed"])
         assert row["time_ratio_to_retrain"] == pytest.approx(
             row["fit_seconds"] / retrain["fit_seconds"])
