@@ -124,6 +124,13 @@ def test_second_run_reuses_cached_references(runs: dict) -> None:
             assert second[kind, seed]["acc_forget"] == first[kind, seed]["acc_forget"]
         assert not second["finetune", seed]["reused"]
     assert sorted(runs["root"].glob("work/seed*/*/*.ckpt")) == runs["checkpoints"]
+    # The fingerprint leaves out arguments at None, so a release that adds an optional
+    # argument (default None) still finds the references cached by an older one.
+    for record in [p.with_suffix(".json") for p in runs["checkpoints"]]:
+        config = json.loads(record.read_text())["config"]
+        for part in ("data", "model"):
+            values = config[part]["init_args"]
+            assert values and None not in values.values(), (record, part)
 
 
 def test_changed_recipe_trains_beside_the_cache_without_overwriting(runs: dict) -> None:

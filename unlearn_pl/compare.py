@@ -278,14 +278,17 @@ def _build(args: list[str], progress: bool) -> UnlearnCLI:
 
 
 def _fingerprint_config(cli: UnlearnCLI) -> dict[str, Any]:
-    config = cli.config.as_dict()
-    data = json.loads(json.dumps(config["data"], default=str))
+    config = json.loads(json.dumps(cli.config.as_dict(), default=str))
+    data, model = config["data"], config["model"]
     for key in _NON_RECIPE_DATA_KEYS:
         data.get("init_args", {}).pop(key, None)
+    for part in (data, model):
+        # An argument left at None is the same recipe as an argument that did not exist yet: a
+        # new optional argument must not invalidate every cached reference network.
+        part["init_args"] = {k: v for k, v in part.get("init_args", {}).items() if v is not None}
     trainer = config.get("trainer") or {}
-    return json.loads(json.dumps({
-        "seed_everything": config.get("seed_everything"), "data": data, "model": config["model"],
-        "trainer": {k: trainer.get(k) for k in _RECIPE_TRAINER_KEYS}}, default=str))
+    return {"seed_everything": config.get("seed_everything"), "data": data, "model": model,
+            "trainer": {k: trainer.get(k) for k in _RECIPE_TRAINER_KEYS}}
 
 
 def _fit_and_test(cli: UnlearnCLI) -> dict[str, Any]:
