@@ -333,3 +333,22 @@ def test_classification_only_mode_trains_on_clean_retain(original_ckpt: str,
                            enable_checkpointing=False, callbacks=[record])
     trainer.fit(module, datamodule=datamodule)
     assert len(record.losses) == 2 and all(math.isnan(v) for v in record.ot)
+
+
+def test_save_threshold_selects_accuracy_under_the_forgetting_threshold(original_ckpt: str,
+                                                                        tmp_path: Path) -> None:
+    datamodule = make_datamodule(forget_fraction=0.25)
+    scores = {}
+    for threshold in (2.0, 1e-9):  # FS ≤ 1 is always below 2.0, never (here) below 1e-9
+        module = DLFD(original=original_ckpt, steps=1, save_threshold=threshold,
+                      **model_kwargs(datamodule))
+        trainer = make_trainer(tmp_path / str(threshold), limit_train_batches=1,
+                               enable_checkpointing=False)
+        trainer.fit(module, datamodule=datamodule)
+        scores[threshold] = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    high, low = scores[2.0], scores[1e-9]
+    assert high["val/accuracy_below_threshold"] == pytest.approx(high["val/acc_unseen"])
+    assert high["val/forgetting_score"] > 1e-9
+    assert low["val/accuracy_below_threshold"] == -1.0
+    with pytest.raises(ValueError, match="save_threshold"):
+        DLFD(original=original_ckpt, save_threshold=0.0, **model_kwargs(datamodule))

@@ -125,7 +125,8 @@ class DLFD(UnlearningModule):
     :attr:`forgetting_enabled` / :meth:`disable_forgetting`, driven by
     :class:`unlearn_pl.callbacks.DynamicForgetting`; it is saved in checkpoints. Best-model
     selection as in the paper: ``ModelCheckpoint(monitor="val/nomus", mode="max")``
-    (``configs/methods/dlfd.yaml``).
+    (``configs/methods/dlfd.yaml``), or the most accurate model under a forgetting threshold
+    (``save_threshold``).
 
     Choices and deliberate differences from the authors' released code:
 
@@ -169,6 +170,10 @@ class DLFD(UnlearningModule):
         sinkhorn_epsilon: entropic regularisation of Sinkhorn (0.01).
         authors_code: take the OT term on clean retain features as the released code does (it
             then has zero gradient with respect to ``δ``).
+        save_threshold: the paper's other model selection: also log
+            ``{val,test}/accuracy_below_threshold``, the held-out accuracy when the forgetting
+            score is strictly below this value (paper scale) and −1 otherwise; select with
+            ``ModelCheckpoint(monitor="val/accuracy_below_threshold", mode="max")``.
         lr: learning rate (RAF-DB 0.006, MUFAC 0.008), SGD momentum 0.9, weight decay 5e-4.
         **kwargs: :class:`UnlearningModule` arguments.
     """
@@ -181,7 +186,8 @@ class DLFD(UnlearningModule):
                  retain_weight_start: float = 0.5, retain_weight_end: float = 1.0,
                  steps: int = 20, step_size: float = 2 / 255, epsilon: float | None = 8 / 255,
                  random_init: bool = False, ot_method: Literal["emd", "sinkhorn"] = "sinkhorn",
-                 sinkhorn_epsilon: float = 0.01, authors_code: bool = False, lr: float = 0.006,
+                 sinkhorn_epsilon: float = 0.01, authors_code: bool = False,
+                 save_threshold: float | None = None, lr: float = 0.006,
                  momentum: float = 0.9, weight_decay: float = 5e-4, **kwargs: Any) -> None:
         if steps < 0 or step_size < 0:
             raise ValueError(f"steps ({steps}) and step_size ({step_size}) must be >= 0")
@@ -189,6 +195,9 @@ class DLFD(UnlearningModule):
             raise ValueError(f"epsilon must be positive or None, got {epsilon}")
         if sinkhorn_epsilon <= 0:
             raise ValueError(f"sinkhorn_epsilon must be positive, got {sinkhorn_epsilon}")
+        if save_threshold is not None and save_threshold <= 0:
+            raise ValueError(f"save_threshold is a forgetting score (paper scale, > 0), got "
+                             f"{save_threshold}")
         super().__init__(original=original, lr=lr, momentum=momentum, weight_decay=weight_decay,
                          **kwargs)
         self.forgetting_enabled = True
@@ -208,6 +217,15 @@ class DLFD(UnlearningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         self.forgetting_enabled = bool(checkpoint.get("dlfd", {}).get("forgetting_enabled", True))
+
+    def evaluation_results(self) -> dict[str, float]:
+        results = super().evaluation_results()
+        threshold = self.hparams.save_threshold
+        if threshold is not None:
+            accuracy = results.get("acc_retain_test", results["acc_unseen"])
+            below = results["forgetting_score"] < threshold
+            results["accuracy_below_threshold"] = accuracy if below else -1.0
+        return results
 
     # ------------------------------------------------------------ schedule
     def retain_weight(self) -> float:
