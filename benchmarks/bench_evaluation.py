@@ -89,7 +89,6 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     text = json.dumps(result, indent=2)
     print(text)
     if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.output, text + "\n")
     return result
 
