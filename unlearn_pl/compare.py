@@ -69,8 +69,8 @@ REFERENCES = ("original", "retrain")
 # Every number of a row, in table order; the class-wise ones only exist for class-wise requests.
 METRICS = ("acc_retain", "acc_forget", "acc_unseen", "acc_retain_test", "acc_forget_test", "mia",
            "forgetting_score", "nomus", "fit_seconds", "time_ratio_to_retrain")
-EXTRA_NUMBERS = ("mia_auc", "wall_seconds", "validation_seconds", "loss_retain", "loss_forget", "loss_unseen",
-                 "loss_retain_test", "loss_forget_test")
+EXTRA_NUMBERS = ("mia_auc", "wall_seconds", "validation_seconds", "loss_retain", "loss_forget",
+                 "loss_unseen", "loss_retain_test", "loss_forget_test")
 # Trainer keys that change what a reference network learns (the rest is logging and devices).
 _RECIPE_TRAINER_KEYS = ("max_epochs", "max_steps", "precision", "devices", "num_nodes",
                         "accumulate_grad_batches", "gradient_clip_val", "gradient_clip_algorithm")
