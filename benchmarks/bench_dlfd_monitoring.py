@@ -24,6 +24,7 @@ import json
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -34,6 +35,18 @@ from unlearn_pl.report import evaluate
 from unlearn_pl.utils import atomic_write_text
 
 
+def load_run(run: Path) -> tuple[dict[str, Any], Path, dict[str, Any]]:
+    """``(record, log_dir, config)`` of a finished ``unlearn-pl-compare`` run folder: its
+    ``record.json``, the Lightning log folder it names and the ``config.yaml`` saved there."""
+    record_file = run / "record.json"
+    if not record_file.is_file():
+        raise FileNotFoundError(f"{record_file} not found: give the folder of a finished run of "
+                                "unlearn-pl-compare (e.g. runs/compare/fer2013/seed0/dlfd)")
+    record = json.loads(record_file.read_text())
+    log_dir = Path(record["log_dir"])
+    return record, log_dir, yaml.safe_load((log_dir / "config.yaml").read_text())
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a DLFD run folder of unlearn-pl-compare")
@@ -41,13 +54,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--num-threads", type=int, default=2)
     parser.add_argument("--output", type=Path, default=None, help="JSON file to write")
     args = parser.parse_args(argv)
-    record_file = args.run / "record.json"
-    if not record_file.is_file():
-        parser.error(f"{record_file} not found: give the folder of a finished DLFD run of "
-                     "unlearn-pl-compare (e.g. runs/compare/fer2013/seed0/dlfd)")
-    record = json.loads(record_file.read_text())
-    log_dir = Path(record["log_dir"])
-    config = yaml.safe_load((log_dir / "config.yaml").read_text())
+    try:
+        record, log_dir, config = load_run(args.run)
+    except FileNotFoundError as error:
+        parser.error(str(error))
     checkpoints = sorted((log_dir / "checkpoints").glob("last*.ckpt"))
     if not checkpoints or "validation_seconds" not in record:
         parser.error(f"{args.run} has no last checkpoint or no validation_seconds: rerun DLFD "

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import torch
-import yaml
+from bench_dlfd_monitoring import load_run  # this folder (run as a script)
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import instantiate_class
 
@@ -35,8 +35,7 @@ def probe(module: UnlearningModule, datamodule: object) -> dict[str, float]:
 
 def main(run: Path, checkpoint_name: str) -> None:
     torch.set_num_threads(2)
-    log_dir = Path(json.loads((run / "record.json").read_text())["log_dir"])
-    config = yaml.safe_load((log_dir / "config.yaml").read_text())
+    _, log_dir, config = load_run(run)
     config["data"]["init_args"]["eval_max_samples"] = 1000
     datamodule = instantiate_class((), config["data"])
     original = load_checkpoint_for_evaluation(config["model"]["init_args"]["original"])[0]

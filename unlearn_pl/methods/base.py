@@ -292,6 +292,12 @@ class UnlearningModule(LightningModule):
     def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
         return self._eval_step(batch, dataloader_idx)
 
+    @staticmethod
+    def heldout_accuracy(results: dict[str, float]) -> float:
+        """The held-out accuracy of the remaining data in ``results``, the one NoMUS uses:
+        ``acc_retain_test`` for class-wise requests, ``acc_unseen`` otherwise."""
+        return results.get("acc_retain_test", results["acc_unseen"])
+
     def evaluation_results(self) -> dict[str, float]:
         """Compute (and reset) the accumulated evaluation: accuracies, losses, MIA, forgetting
         score and NoMUS, as plain floats keyed by the names logged without the stage prefix."""
@@ -303,7 +309,7 @@ class UnlearningModule(LightningModule):
         results["mia"] = float(attack["accuracy"])
         results["mia_auc"] = float(attack["auc"])
         results["forgetting_score"] = float(attack["forgetting_score"])
-        accuracy = results.get("acc_retain_test", results["acc_unseen"])
+        accuracy = self.heldout_accuracy(results)
         results["nomus"] = float(nomus(accuracy, results["forgetting_score"]))
         results["fit_seconds"] = self._elapsed()
         for metric in [*self.eval_accuracy.values(), *self.eval_loss.values(), self.mia]:

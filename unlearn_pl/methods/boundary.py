@@ -184,7 +184,6 @@ def freeze_batchnorm(network: nn.Module) -> None:
             module.eval()
 
 
-
 def _require_linear_classifier(cls: type, network: nn.Module) -> None:
     classifier = getattr(network, "classifier", None)
     if not isinstance(classifier, nn.Linear):

@@ -222,9 +222,8 @@ class DLFD(UnlearningModule):
         results = super().evaluation_results()
         threshold = self.hparams.save_threshold
         if threshold is not None:
-            accuracy = results.get("acc_retain_test", results["acc_unseen"])
             below = results["forgetting_score"] < threshold
-            results["accuracy_below_threshold"] = accuracy if below else -1.0
+            results["accuracy_below_threshold"] = self.heldout_accuracy(results) if below else -1.0
         return results
 
     # ------------------------------------------------------------ schedule
