@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import NETWORK, make_datamodule
+from tests.conftest import NETWORK, make_datamodule, make_trainer
 from unlearn_pl.data import SyntheticDataModule
 from unlearn_pl.data.core import ImageData
 from unlearn_pl.methods import Train
@@ -129,6 +129,30 @@ def test_validation_probe_is_a_fixed_subset_and_test_uses_full_splits() -> None:
         assert len(ids) == min(10, len(full)) and set(ids) <= set(full)
     for split, loader in zip(datamodule.eval_splits, datamodule.test_dataloader(), strict=True):
         assert loader.dataset.ids.tolist() == datamodule.splits[split][2].tolist()
+
+
+@pytest.mark.parametrize("request_", [{"forget_classes": [1]}, {"forget_fraction": 0.25}])
+def test_minimal_probe_keeps_the_forgetting_numbers_and_test_keeps_every_split(
+        original_ckpt: str, tmp_path: Path, request_: dict) -> None:
+    module = Train.load_from_checkpoint(original_ckpt)
+    numbers = {}
+    for probe in ("all", "minimal"):
+        datamodule = make_datamodule(eval_max_samples=20, probe_splits=probe, **request_)
+        trainer = make_trainer(tmp_path / probe)
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+        numbers[probe] = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        trainer.test(module, datamodule=datamodule, verbose=False)
+        assert set(module.last_evaluation) >= {f"acc_{s}" for s in datamodule.eval_splits}
+    class_wise = "forget_classes" in request_
+    assert datamodule.val_splits == (["forget", "retain_test", "forget_test"] if class_wise
+                                     else ["forget", "unseen"])
+    dropped = {"val/acc_retain", "val/loss_retain"} | (
+        {"val/acc_unseen", "val/loss_unseen"} if class_wise else set())
+    assert set(numbers["all"]) - set(numbers["minimal"]) == dropped
+    for key in ("val/forgetting_score", "val/mia", "val/nomus", "val/acc_forget"):
+        assert numbers["minimal"][key] == pytest.approx(numbers["all"][key]), key
+    with pytest.raises(ValueError, match="probe_splits"):
+        make_datamodule(probe_splits="retain")
 
 
 # ------------------------------------------------------------------ bad input

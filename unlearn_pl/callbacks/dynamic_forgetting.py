@@ -25,7 +25,8 @@ class DynamicForgetting(Callback):
 
     How often the score is measured comes from the Trainer: ``val_check_interval`` (an int: every
     that many training batches, with ``check_val_every_n_epoch=None`` to count across epochs) on
-    the datamodule's bounded probe (``eval_max_samples`` per split), which keeps checks cheap.
+    the datamodule's bounded probe (``eval_max_samples`` per split; ``probe_splits: minimal``
+    evaluates only the splits the forgetting score and NoMUS need), which keeps checks cheap.
     The authors' code re-evaluates the full retain, forget and validation sets after every batch.
 
     Like Lightning's ``EarlyStopping``: sanity checks and non-fit stages are skipped; the

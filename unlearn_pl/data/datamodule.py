@@ -177,6 +177,11 @@ class UnlearningDataModule(LightningDataModule):
             official held-out split.
         eval_max_samples: per-split bound of the validation probe (seeded subset), which keeps
             mid-training checks cheap; ``None`` evaluates full splits. Test always uses full splits.
+        probe_splits: the splits of the validation probe: ``all`` (every evaluation split) or
+            ``minimal``, only those the forgetting score and NoMUS need (``forget``, the attack's
+            non-member split and the held-out accuracy's split). Minimal drops ``retain``
+            (sample-wise) or ``retain`` and ``unseen`` (class-wise): cheaper online monitoring
+            (DLFD's dynamic forgetting), no ``val/acc_retain``. Test always uses every split.
         augment: augment training loaders (evaluation never is).
         num_channels: convert images to 1 or 3 channels (grayscale faces for ImageNet networks).
         image_size: resize images once at load time.
@@ -189,6 +194,7 @@ class UnlearningDataModule(LightningDataModule):
                  forget_groups: list[int] | None = None, forget_first: int | None = None,
                  seed: int = 0,
                  unseen_fraction: float = 0.2, eval_max_samples: int | None = None,
+                 probe_splits: Literal["all", "minimal"] = "all",
                  augment: bool = True, num_channels: Literal[1, 3] | None = None,
                  image_size: int | None = None) -> None:
         super().__init__()
@@ -207,6 +213,8 @@ class UnlearningDataModule(LightningDataModule):
                             ("image_size", image_size)):
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
+        if probe_splits not in ("all", "minimal"):
+            raise ValueError(f"probe_splits must be 'all' or 'minimal', got {probe_splits!r}")
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         if forget_fraction is not None and not 0 < forget_fraction < 1:
@@ -227,6 +235,7 @@ class UnlearningDataModule(LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.eval_max_samples = eval_max_samples
+        self.probe_splits = probe_splits
         self.augment = augment
         self._data: ImageData | None = None
         self._splits: dict[str, tuple[Tensor, Tensor, Tensor]] | None = None
@@ -282,6 +291,15 @@ class UnlearningDataModule(LightningDataModule):
     def eval_splits(self) -> list[str]:
         splits = ["retain", "forget", "unseen"]
         return splits + (["retain_test", "forget_test"] if self.class_wise else [])
+
+    @property
+    def val_splits(self) -> list[str]:
+        """The splits of the validation probe (``probe_splits``), in ``eval_splits`` order."""
+        if self.probe_splits == "all":
+            return self.eval_splits
+        needed = {"forget", self.mia_nonmember_split,
+                  "retain_test" if self.class_wise else "unseen"}
+        return [split for split in self.eval_splits if split in needed]
 
     @property
     def mia_nonmember_split(self) -> str:
@@ -418,7 +436,7 @@ class UnlearningDataModule(LightningDataModule):
         return self.train_loaders(splits, epoch_split)
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self.dataloader(s, max_samples=self.eval_max_samples) for s in self.eval_splits]
+        return [self.dataloader(s, max_samples=self.eval_max_samples) for s in self.val_splits]
 
     def test_dataloader(self) -> list[DataLoader]:
         return [self.dataloader(s) for s in self.eval_splits]

@@ -254,8 +254,12 @@ class UnlearningModule(LightningModule):
 
     # -------------------------------------------------------------- evaluation
     def _eval_split_names(self) -> list[str]:
+        """The splits of this stage's evaluation loaders, in loader order: every split in test,
+        the datamodule's ``val_splits`` (its validation probe) otherwise."""
         datamodule = getattr(self.trainer, "datamodule", None)
         names = getattr(datamodule, "eval_splits", None)
+        if not self.trainer.testing:
+            names = getattr(datamodule, "val_splits", names)
         if names is None:
             raise RuntimeError("evaluation needs an UnlearningDataModule (it names the splits of "
                                "the evaluation loaders)")
@@ -296,7 +300,8 @@ class UnlearningModule(LightningModule):
     def heldout_accuracy(results: dict[str, float]) -> float:
         """The held-out accuracy of the remaining data in ``results``, the one NoMUS uses:
         ``acc_retain_test`` for class-wise requests, ``acc_unseen`` otherwise."""
-        return results.get("acc_retain_test", results["acc_unseen"])
+        key = "acc_retain_test" if "acc_retain_test" in results else "acc_unseen"
+        return results[key]
 
     def evaluation_results(self) -> dict[str, float]:
         """Compute (and reset) the accumulated evaluation: accuracies, losses, MIA, forgetting
