@@ -189,12 +189,6 @@ class UnlearningModule(LightningModule):
     def on_validation_start(self) -> None:
         self._validation_started = time.perf_counter() if self._fit_started is not None else None
 
-    def on_validation_end(self) -> None:
-        # The monitoring cost inside a fit (sanity check included): DLFD's switch, checkpoint
-        # selection. Kept across resumes like fit_seconds.
-        if self._validation_started is not None:
-            self.validation_seconds += time.perf_counter() - self._validation_started
-            self._validation_started = None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["state_dict"]
@@ -333,6 +327,12 @@ class UnlearningModule(LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_evaluation("val")
+        # The monitoring cost inside a fit (the probe's forward passes and the attack, sanity
+        # check included; not the checkpoint saves that callbacks make after it), kept across
+        # resumes like fit_seconds.
+        if self._validation_started is not None:
+            self.validation_seconds += time.perf_counter() - self._validation_started
+            self._validation_started = None
 
     def on_test_epoch_end(self) -> None:
         self._log_evaluation("test")
