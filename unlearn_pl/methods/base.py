@@ -189,7 +189,6 @@ class UnlearningModule(LightningModule):
     def on_validation_start(self) -> None:
         self._validation_started = time.perf_counter() if self._fit_started is not None else None
 
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["state_dict"]
         for key in [k for k in state if k.startswith("frozen.")]:
