@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -185,6 +186,23 @@ def test_callback_switches_after_patience_checks_below_threshold() -> None:
     fresh = Switchable()
     restored.on_fit_start(fake_trainer(None, 70), fresh)  # type: ignore[arg-type]
     assert not fresh.forgetting_enabled and restored.switch_step == 70
+
+
+@pytest.mark.parametrize(("overrides", "never"), [
+    ({"val_check_interval": 1000, "check_val_every_n_epoch": None}, True),
+    ({"limit_val_batches": 0}, True),
+    ({"val_check_interval": 2, "check_val_every_n_epoch": None}, False)])
+def test_callback_warns_before_a_fit_that_cannot_check(original_ckpt: str, tmp_path: Path,
+                                                       overrides: dict, never: bool) -> None:
+    datamodule = make_datamodule(forget_fraction=0.25)
+    module = DLFD(original=original_ckpt, steps=1, **model_kwargs(datamodule))
+    trainer = make_trainer(tmp_path, max_steps=2, enable_checkpointing=False,
+                           callbacks=[DynamicForgetting(threshold=1e-9, verbose=False)],
+                           **overrides)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(module, datamodule=datamodule)
+    assert any("can never switch" in str(w.message) for w in caught) == never
 
 
 def test_callback_errors(original_ckpt: str) -> None:

@@ -84,6 +84,24 @@ class DynamicForgetting(Callback):
         if self.switched and pl_module.forgetting_enabled:  # type: ignore[attr-defined]
             pl_module.disable_forgetting()  # type: ignore[operator]
 
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # A fit with no check cannot switch: say so before the work is spent. (Checked here:
+        # the loop sets `val_check_batch` after `on_fit_start`.)
+        if self.switched:
+            return
+        reason = None
+        if trainer.limit_val_batches == 0:
+            reason = "validation is disabled (limit_val_batches=0)"
+        elif trainer.check_val_every_n_epoch is None:
+            every = trainer.val_check_batch
+            total = trainer.estimated_stepping_batches * trainer.accumulate_grad_batches
+            if every is not None and math.isfinite(total) and every > total:
+                reason = (f"a check every {every} training batches, but the run has {total:g}; "
+                          f"set trainer.val_check_interval to at most {total:g}")
+        if reason is not None:
+            rank_zero_warn(f"DynamicForgetting can never switch in this fit: {reason}. The "
+                           "forgetting part will run to the end.", category=RuntimeWarning)
+
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking or self.switched:
             return
