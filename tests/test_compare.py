@@ -204,3 +204,14 @@ def test_a_failing_method_is_reported_and_the_others_still_run(runs: dict) -> No
     assert by_method["original"]["reused"]
     table = (output / "results.md").read_text()
     assert "| broken | failed |" in table and "**broken failed**" in table
+
+
+def test_dlfd_fast_switches_on_the_quickstart_setting(tmp_path: Path) -> None:
+    """The digits setting has fewer batches per epoch than dlfd_fast's check interval; the
+    setting's override must let the dynamic forgetting strategy check and switch."""
+    compare(setting="digits", methods=["dlfd_fast"], seeds=[0], workdir=tmp_path / "work",
+            output=tmp_path / "out", reference_epochs=2, num_threads=1)
+    (metrics,) = (tmp_path / "work").glob("seed0/dlfd_fast/**/metrics.csv")
+    header, *rows = [line.split(",") for line in metrics.read_text().splitlines()]
+    column = header.index("dynamic_forgetting/switch_step")
+    assert [row[column] for row in rows if row[column]]  # it switched
