@@ -6,7 +6,7 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -186,6 +186,10 @@ class UnlearningDataModule(LightningDataModule):
         num_channels: convert images to 1 or 3 channels (grayscale faces for ImageNet networks).
         image_size: resize images once at load time.
     """
+
+    if TYPE_CHECKING:  # Lightning types it as a MutableMapping; it is an attribute dict.
+        @property
+        def hparams(self) -> Any: ...
 
     def __init__(self, *, batch_size: int = 128, eval_batch_size: int = 512,
                  forget_batch_size: int | None = None, num_workers: int = 0,

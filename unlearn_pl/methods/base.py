@@ -6,7 +6,7 @@ import copy
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -70,6 +70,10 @@ class UnlearningModule(LightningModule):
     #: ``False`` for methods built on single class labels (relabelling, class re-routing): they
     #: refuse multilabel tasks before any work.
     supports_multilabel: ClassVar[bool] = True
+
+    if TYPE_CHECKING:  # Lightning types it as a MutableMapping; it is an attribute dict.
+        @property
+        def hparams(self) -> Any: ...
 
     def __init__(self, arch: str = "resnet18", num_classes: int = 10, in_channels: int = 3,
                  normalization: list[list[float]] | None = None,
