@@ -8,6 +8,7 @@ import statistics
 from pathlib import Path
 
 import pytest
+import yaml
 
 from unlearn_pl.compare import (
     CompareInputError,
@@ -104,7 +105,7 @@ def test_result_files_and_table(runs: dict) -> None:
         "original", "retrain", "finetune", "finetune_fast"]
     assert "±" in lines[2] and "mean ± sample standard deviation over seeds 0, 1" in table
     csv_lines = (output / "results.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("setting,method,seed,reused,acc_retain,")
+    assert csv_lines[0].startswith("setting,method,seed,method_seed,reused,acc_retain,")
     assert len(csv_lines) == 1 + 8
     record = json.loads((output / "results.json").read_text())
     assert len(record["rows"]) == 8 and "losses" not in record["rows"][0]
@@ -183,12 +184,46 @@ def test_unknown_names_fail_before_training(tmp_path: Path,
         compare("digits", ["finetune"], [0], work, trainer="tpu")
     with pytest.raises(CompareInputError, match="distinct seeds"):
         compare("digits", ["finetune"], [0, 0], work)
+    with pytest.raises(CompareInputError, match="distinct method seeds"):
+        compare("digits", ["finetune"], [0], work, method_seeds=[1, 1])
     assert not work.exists()
     with pytest.raises(SystemExit) as exit_info:
         main(["--setting", "digits", "--methods", "nope", "--workdir", str(work)])
     assert exit_info.value.code == 2
     assert "unknown method(s) ['nope']" in capsys.readouterr().err
     assert not work.exists()
+
+
+def test_method_seeds_repeat_the_unlearning_run_against_the_same_references(
+        runs: dict) -> None:
+    fast = str(runs["root"] / "finetune_fast.yaml")
+    output = runs["root"] / "method_seeds"
+    kwargs = {**runs["kwargs"], "seeds": [0], "methods": [fast]}
+    rows = compare(output=output, method_seeds=[0, 5], **kwargs)
+    assert [(r["method"], r["seed"], r["method_seed"]) for r in rows] == [
+        ("original", 0, 0), ("retrain", 0, 0), ("finetune_fast", 0, 0), ("finetune_fast", 0, 5)]
+    assert rows[0]["reused"] and rows[1]["reused"]  # no new references
+    for path, mtime in runs["mtimes"].items():
+        assert path.stat().st_mtime_ns == mtime
+    work = runs["root"] / "work" / "seed0"
+    configs = {own: yaml.safe_load(next((work / d).glob("**/config.yaml")).read_text())
+               for own, d in ((0, "finetune_fast"), (5, "finetune_fast-mseed5"))}
+    assert (work / "finetune_fast-mseed5" / "record.json").is_file()
+    for own, config in configs.items():
+        assert config["seed_everything"] == own and config["model"]["init_args"]["seed"] == own
+        assert config["data"]["init_args"]["seed"] == 0
+    splits = [json.loads(next((work / d).glob("**/splits.json")).read_text())
+              for d in ("finetune_fast", "finetune_fast-mseed5")]
+    assert splits[0]["splits"] == splits[1]["splits"]  # the same split for both runs
+    assert splits[1]["hparams"]["shuffle_seed"] == 5  # in another batch order
+    assert rows[2]["losses"]["forget"] != rows[3]["losses"]["forget"]  # another batch order
+    entry = summarize(rows)[2]
+    assert entry["method_seeds"] == [0, 5] and entry["nomus_std"] is not None
+    assert entry["nomus"] == pytest.approx((rows[2]["nomus"] + rows[3]["nomus"]) / 2)
+    assert "seeds 0 (split, original and retrain) × method seeds 0, 5" in (
+        output / "results.md").read_text()
+    assert "--method-seeds 0 5" in " ".join(
+        json.loads((output / "results.json").read_text())["environment"]["command"])
 
 
 def test_a_failing_method_is_reported_and_the_others_still_run(runs: dict) -> None:

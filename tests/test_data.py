@@ -84,6 +84,19 @@ def test_epoch_shuffle_is_a_function_of_seed_and_epoch() -> None:
     assert list(sampler) == first and sorted(first) == list(range(50))
 
 
+def test_shuffle_seed_changes_the_batch_order_and_not_the_split() -> None:
+    def run(**kwargs: int) -> tuple[dict, list[int]]:
+        dm = make_datamodule(forget_fraction=0.25, seed=3, **kwargs)
+        order = [i for batch in dm.dataloader("retain", train=True) for i in batch[2].tolist()]
+        return dm.split_ids(), order
+
+    split, order = run()
+    assert run(shuffle_seed=3) == (split, order)  # the default is the split's seed
+    other_split, other_order = run(shuffle_seed=7)
+    assert other_split == split
+    assert other_order != order and sorted(other_order) == sorted(order)
+
+
 def test_combined_train_loader_counts_epochs_over_the_chosen_split() -> None:
     dm = make_datamodule(forget_fraction=0.25, batch_size=16)
     by_forget = dm.train_loaders(("retain", "forget"), "forget")

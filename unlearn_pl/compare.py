@@ -16,7 +16,12 @@ config, ``configs/data/<setting>.yaml``, or the path of one) and each seed it
 
 Seed ``k`` sets ``--seed_everything k``, the data's split seed (``--data.init_args.seed k``: the
 sample-wise forget set and the carved unseen split change with it) and the method's own seed
-(``--model.init_args.seed k``), so the spread over seeds covers all three. Extra arguments
+(``--model.init_args.seed k``), so the spread over seeds covers all three. ``--method-seeds m
+...`` instead runs every method once per method seed ``m`` (``--seed_everything m``,
+``--model.init_args.seed m`` and ``--data.init_args.shuffle_seed m``: the batch order, the
+attack's subsampling and the method's own randomness) against the same
+split, original and retrain of each seed: the spread of the unlearning run alone, without
+training new references. Extra arguments
 (``--trainer.accelerator gpu``, ``--trainer.precision bf16-mixed``, ``--data.*``, ``--model.*``)
 are passed on unchanged to **every** run, original and retrain included, so the comparison stays
 like for like when it is scaled up.
@@ -280,10 +285,12 @@ def _logger_args(trainer_config: Path, run_dir: Path) -> list[str]:
 
 
 def _run_args(ctx: _Context, method_config: Path, seed: int, run_dir: Path,
-              name: str, original: Path | None) -> list[str]:
+              name: str, original: Path | None, method_seed: int | None = None) -> list[str]:
+    own = seed if method_seed is None else method_seed
     args = ["--config", str(ctx.trainer_config), "--config", str(ctx.data_config),
-            "--config", str(method_config), "--seed_everything", str(seed),
-            "--data.init_args.seed", str(seed), "--model.init_args.seed", str(seed),
+            "--config", str(method_config), "--seed_everything", str(own),
+            "--data.init_args.seed", str(seed), "--model.init_args.seed", str(own),
+            *(["--data.init_args.shuffle_seed", str(own)] if own != seed else []),
             "--trainer.num_sanity_val_steps", "0",
             "--trainer.enable_progress_bar", str(ctx.progress).lower(),
             "--trainer.enable_model_summary", str(ctx.progress).lower(),
@@ -394,14 +401,16 @@ def _reference(ctx: _Context, kind: str, seed: int) -> tuple[dict[str, Any], Pat
     return {**record, "reused": reused}, checkpoint
 
 
-def _method(ctx: _Context, name: str, config_path: Path, seed: int, original: Path
-            ) -> dict[str, Any]:
-    run_dir = ctx.workdir / f"seed{seed}" / name
-    cli = _build(_run_args(ctx, config_path, seed, run_dir, name, original), ctx.progress)
+def _method(ctx: _Context, name: str, config_path: Path, seed: int, original: Path,
+            method_seed: int) -> dict[str, Any]:
+    label = name if method_seed == seed else f"{name}-mseed{method_seed}"
+    run_dir = ctx.workdir / f"seed{seed}" / label
+    cli = _build(_run_args(ctx, config_path, seed, run_dir, name, original, method_seed),
+                 ctx.progress)
     record = _fit_and_test(cli)
     if _is_rank_zero():
         atomic_write_text(run_dir / "record.json", json.dumps(record))
-    _say(ctx, f"seed {seed} {name}: fit {record['fit_seconds']:.1f} s")
+    _say(ctx, f"seed {seed} {label}: fit {record['fit_seconds']:.1f} s")
     return {**record, "reused": False}
 
 
@@ -412,9 +421,10 @@ def _say(ctx: _Context, message: str) -> None:
 
 # --------------------------------------------------------------------------- summary
 def summarize(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and sample standard deviation (n − 1) over seeds of every number, per method, in the
-    order methods first appear. ``std`` is ``None`` for a single seed; numbers missing from a
-    setting (``acc_retain_test`` in sample-wise settings) are left out."""
+    """Mean and sample standard deviation (n − 1) over the runs of each method (its seeds, and
+    method seeds where there are several), per method, in the order methods first appear.
+    ``std`` is ``None`` for a single run; numbers missing from a setting (``acc_retain_test`` in
+    sample-wise settings) are left out."""
     order: list[str] = []
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for row in rows:
@@ -425,8 +435,9 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     summary = []
     for method in order:
         group = groups[method]
-        entry: dict[str, Any] = {"method": method, "seeds": [r["seed"] for r in group]}
-        errors = [f"seed {r['seed']}: {r['error']}" for r in group if r.get("error")]
+        entry: dict[str, Any] = {"method": method, "seeds": [r["seed"] for r in group],
+                                 "method_seeds": [_method_seed(r) for r in group]}
+        errors = [f"{_run_name(r)}: {r['error']}" for r in group if r.get("error")]
         if errors:
             entry["errors"] = errors
         for key in (*METRICS, *EXTRA_NUMBERS):
@@ -438,6 +449,16 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             entry[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
         summary.append(entry)
     return summary
+
+
+def _method_seed(row: Mapping[str, Any]) -> int:
+    return int(row.get("method_seed", row["seed"]))
+
+
+def _run_name(row: Mapping[str, Any]) -> str:
+    """``seed 0``, or ``seed 0 method seed 2`` for a run with its own method seed."""
+    own = _method_seed(row)
+    return f"seed {row['seed']}" + (f" method seed {own}" if own != row["seed"] else "")
 
 
 _COLUMNS = (("acc_retain", "D_r acc"), ("acc_forget", "D_f acc"), ("acc_unseen", "D_u acc"),
@@ -573,8 +594,10 @@ def _plot(rows: Sequence[Mapping[str, Any]], summary: Sequence[Mapping[str, Any]
 
 
 # --------------------------------------------------------------------------- files
-def _row(setting: str, method: str, seed: int, record: Mapping[str, Any]) -> dict[str, Any]:
+def _row(setting: str, method: str, seed: int, record: Mapping[str, Any],
+         method_seed: int | None = None) -> dict[str, Any]:
     row: dict[str, Any] = {"setting": setting, "method": method, "seed": seed,
+                           "method_seed": seed if method_seed is None else method_seed,
                            "reused": bool(record.get("reused", False))}
     for key in (*METRICS, *EXTRA_NUMBERS):
         if key in record:
@@ -605,7 +628,8 @@ def _write_results(rows: list[dict[str, Any]], output: Path, setting: str, spec:
     numbers = [{k: v for k, v in row.items() if k != "losses"} for row in rows]
     present = [k for k in (*METRICS, *EXTRA_NUMBERS) if any(k in row for row in numbers)]
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, ["setting", "method", "seed", "reused", *present,
+    writer = csv.DictWriter(buffer, ["setting", "method", "seed", "method_seed", "reused",
+                                     *present,
                                      "class_path", "log_dir", "checkpoint", "error"],
                             extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -615,8 +639,16 @@ def _write_results(rows: list[dict[str, Any]], output: Path, setting: str, spec:
         {"setting": setting, "environment": dict(environment), "rows": numbers,
          "summary": summary}, indent=1))
     seeds = sorted({row["seed"] for row in rows})
-    spread = ("mean ± sample standard deviation over seeds " + ", ".join(map(str, seeds))
-              if len(seeds) > 1 else f"seed {seeds[0]}")
+    own = sorted({_method_seed(row) for row in rows})
+    if own != seeds:
+        spread = ("mean ± sample standard deviation over the runs of each method: seeds "
+                  + ", ".join(map(str, seeds)) + " (split, original and retrain) × method seeds "
+                  + ", ".join(map(str, own)) + " (the unlearning run's batch order and own "
+                  "randomness, against the same references)")
+    elif len(seeds) > 1:
+        spread = "mean ± sample standard deviation over seeds " + ", ".join(map(str, seeds))
+    else:
+        spread = f"seed {seeds[0]}"
     text = (f"# Comparison: {setting}\n\n{markdown_table(summary)}\n"
             f"{spread}. Accuracies in [0, 1]; FS = forgetting score 2·|MIA − 0.5| (paper scale, "
             "0 = the attacker cannot tell forget from non-member samples); NoMUS = "
@@ -637,6 +669,7 @@ def _write_results(rows: list[dict[str, Any]], output: Path, setting: str, spec:
 def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int] = (0,),
             workdir: str | os.PathLike[str] | None = None,
             output: str | os.PathLike[str] | None = None, overrides: Sequence[str] = (), *,
+            method_seeds: Sequence[int] | None = None,
             trainer: str = "cpu", reference_epochs: int | None = None,
             num_threads: int | None = None, progress: bool = False,
             configs_dir: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
@@ -653,6 +686,10 @@ def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int
         overrides: extra ``unlearn-pl`` arguments given to every run (original and retrain
             included), e.g. ``["--trainer.accelerator", "gpu", "--trainer.precision",
             "bf16-mixed"]``.
+        method_seeds: run every method once per method seed (its ``--seed_everything`` and
+            ``--model.init_args.seed``) against each seed's split and references, in
+            ``<workdir>/seed<k>/<method>-mseed<m>`` (``<method>`` when ``m`` is the seed
+            itself); default: one run per seed with that seed.
         trainer: trainer config name in ``configs/trainer`` or a path.
         reference_epochs: epochs of original and retrain; default the setting's
             (:data:`SETTINGS`), else the reference configs' own.
@@ -661,7 +698,7 @@ def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int
         configs_dir: the ``configs`` folder (default: the repository's).
 
     Returns:
-        One row per method and seed (original and retrain first): every number
+        One row per method, seed and method seed (original and retrain first): every number
         (:data:`METRICS` and losses, MIA AUC, wall seconds), ``reused`` (a cached reference),
         the run's ``log_dir`` / ``checkpoint`` and the per-sample ``losses``. A method whose
         run raised has no numbers and an ``error`` instead; the others still run (the command
@@ -669,7 +706,7 @@ def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int
 
     Raises:
         CompareInputError: an unknown setting, method or trainer config, or no seed (or a
-            repeated one); raised before any training.
+            repeated one), or a repeated method seed; raised before any training.
     """
     configs = Path(configs_dir or CONFIGS)
     name, data_config = _resolve_setting(setting, configs)
@@ -678,6 +715,10 @@ def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int
     seeds = list(seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise CompareInputError(f"give one or more distinct seeds, got {seeds}")
+    if method_seeds is not None and (not method_seeds
+                                     or len(set(method_seeds)) != len(method_seeds)):
+        raise CompareInputError(f"give one or more distinct method seeds, got "
+                                f"{list(method_seeds)}")
     spec = SETTINGS.get(name, Setting()) if not _is_yaml_path(setting) else Setting()
     workdir = Path(workdir or Path("runs") / "compare" / name)
     output = Path(output or Path("runs") / "compare" / name)
@@ -691,7 +732,10 @@ def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int
         torch.set_num_threads(threads)
     try:
         environment = _environment(["unlearn-pl-compare", "--setting", setting, "--methods",
-                                    *methods, "--seeds", *map(str, seeds), "--trainer", trainer,
+                                    *methods, "--seeds", *map(str, seeds),
+                                    *(["--method-seeds", *map(str, method_seeds)]
+                                      if method_seeds is not None else []),
+                                    "--trainer", trainer,
                                     *(["--reference-epochs", str(reference_epochs)]
                                       if reference_epochs is not None else []),
                                     *(["--num-threads", str(num_threads)]
@@ -704,18 +748,20 @@ def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int
             seed_rows = [_row(name, "original", seed, original),
                          _row(name, "retrain", seed, retrain)]
             for method, config_path in method_configs.items():
-                try:
-                    record = _method(ctx, method, config_path, seed, checkpoint)
-                except Exception as error:  # one failing method must not lose the others' runs
-                    record = {"error": f"{type(error).__name__}: {error}"}
-                    _say(ctx, f"seed {seed} {method}: FAILED {record['error']}")
-                seed_rows.append(_row(name, method, seed, record))
+                for own in method_seeds if method_seeds is not None else [seed]:
+                    try:
+                        record = _method(ctx, method, config_path, seed, checkpoint, own)
+                    except Exception as error:  # one failing run must not lose the others'
+                        record = {"error": f"{type(error).__name__}: {error}"}
+                        _say(ctx, f"seed {seed} {method} (method seed {own}): FAILED "
+                                  f"{record['error']}")
+                    seed_rows.append(_row(name, method, seed, record, own))
             for row in seed_rows:
                 if "fit_seconds" in row:
                     row["time_ratio_to_retrain"] = row["fit_seconds"] / retrain["fit_seconds"]
             rows.extend(seed_rows)
         rows.sort(key=lambda r: (["original", "retrain", *method_configs].index(r["method"]),
-                                 seeds.index(r["seed"])))
+                                 seeds.index(r["seed"]), r["method_seed"]))
         if _is_rank_zero():
             _write_results(rows, output, name, spec, environment)
     finally:
@@ -737,7 +783,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--methods", nargs="*", default=["all"],
                         help="method config names in configs/methods, 'all' (default), or "
                              "paths; none: only original and retrain")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0],
+                        help="seeds of the split, original and retrain (and, by default, of "
+                             "each method's run)")
+    parser.add_argument("--method-seeds", nargs="+", type=int, default=None,
+                        help="run every method once per method seed against each seed's split "
+                             "and references: the spread of the unlearning run alone")
     parser.add_argument("--workdir", default=None,
                         help="cache of original/retrain and runs (default runs/compare/SETTING)")
     parser.add_argument("--output", default=None,
@@ -770,13 +821,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             warnings.filterwarnings("ignore", message=message)
         try:
             rows = compare(args.setting, args.methods, args.seeds, args.workdir, args.output,
-                           overrides, trainer=args.trainer,
+                           overrides, method_seeds=args.method_seeds, trainer=args.trainer,
                            reference_epochs=args.reference_epochs,
                            num_threads=args.num_threads, progress=args.progress,
                            configs_dir=args.configs_dir)
         except CompareInputError as error:
             parser.error(str(error))
-    failed = [f"{r['method']} (seed {r['seed']}): {r['error']}" for r in rows if r.get("error")]
+    failed = [f"{r['method']} ({_run_name(r)}): {r['error']}" for r in rows if r.get("error")]
     if _is_rank_zero():
         output = Path(args.output or Path("runs") / "compare" / Path(args.setting).stem)
         print(markdown_table(summarize(rows)))

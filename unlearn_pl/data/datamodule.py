@@ -172,7 +172,10 @@ class UnlearningDataModule(LightningDataModule):
             request: the first 1,500 rows of its CSV, which is sorted by family).
         forget_ids: path of a file of training sample ids to forget.
         forget_groups: group/identity ids whose every sample is forgotten.
-        seed: seed of every random choice of the splits.
+        seed: seed of every random choice of the splits, and of the training batch order
+            unless ``shuffle_seed`` is given.
+        shuffle_seed: seed of the training batch order; default ``seed``. Another value repeats
+            a run on the same split in another order (``unlearn-pl-compare --method-seeds``).
         unseen_fraction: share of train carved off as unseen data when the dataset has no
             official held-out split.
         eval_max_samples: per-split bound of the validation probe (seeded subset), which keeps
@@ -196,7 +199,7 @@ class UnlearningDataModule(LightningDataModule):
                  forget_classes: list[int] | None = None, forget_fraction: float | None = None,
                  forget_count: int | None = None, forget_ids: str | None = None,
                  forget_groups: list[int] | None = None, forget_first: int | None = None,
-                 seed: int = 0,
+                 seed: int = 0, shuffle_seed: int | None = None,
                  unseen_fraction: float = 0.2, eval_max_samples: int | None = None,
                  probe_splits: Literal["all", "minimal"] = "all",
                  augment: bool = True, num_channels: Literal[1, 3] | None = None,
@@ -232,12 +235,17 @@ class UnlearningDataModule(LightningDataModule):
             raise ValueError("forget_groups is empty: name at least one group to forget")
         if forget_ids is not None and not Path(forget_ids).is_file():
             raise FileNotFoundError(f"forget_ids file {forget_ids} does not exist")
-        self.save_hyperparameters()
+        # Kept out of the logger: Lightning refuses to merge a module's and a datamodule's
+        # hyperparameters that share a key with different values (``seed``: the method's own
+        # seed need not be the split's). The run's config.yaml and splits.json hold them all,
+        # and the checkpoint still saves them.
+        self.save_hyperparameters(logger=False)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.forget_batch_size = forget_batch_size or batch_size
         self.num_workers = num_workers
         self.seed = seed
+        self.shuffle_seed = seed if shuffle_seed is None else shuffle_seed
         self.eval_max_samples = eval_max_samples
         self.probe_splits = probe_splits
         self.augment = augment
@@ -407,7 +415,7 @@ class UnlearningDataModule(LightningDataModule):
         use it directly."""
         dataset = self.dataset(split, train=train, max_samples=max_samples)
         shuffle = train if shuffle is None else shuffle
-        sampler = EpochShuffleSampler(len(dataset), self.seed) if shuffle else None
+        sampler = EpochShuffleSampler(len(dataset), self.shuffle_seed) if shuffle else None
         return DataLoader(dataset, batch_size=batch_size or (self.batch_size if train
                                                               else self.eval_batch_size),
                           sampler=sampler, num_workers=self.num_workers,
