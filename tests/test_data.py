@@ -17,6 +17,7 @@ from unlearn_pl.data import (
     UnlearningDataModule,
     read_image_folders,
 )
+from unlearn_pl.data.core import ImageData
 from unlearn_pl.data.datamodule import EpochShuffleSampler
 
 
@@ -176,13 +177,14 @@ def test_missing_paths_name_the_fix(tmp_path: Path) -> None:
         ImageFolderDataModule(root=str(tmp_path / "nope"), forget_classes=[0])
 
 
-def _write_folder(root: Path, broken: bool = False) -> None:
-    for split in ("train", "test"):
+def _write_folder(root: Path, broken: bool = False,
+                  splits: tuple[str, ...] = ("train", "test")) -> None:
+    for green, split in enumerate(splits):  # the green channel tells the splits apart
         for label in ("cat", "dog"):
             folder = root / split / label
             folder.mkdir(parents=True)
             for i in range(4):
-                Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(folder / f"{i}.png")
+                Image.new("RGB", (8, 8), (40 * i, 100 * green, 0)).save(folder / f"{i}.png")
     if broken:
         (root / "train" / "cat" / "9.png").write_bytes(b"not an image")
 
@@ -198,3 +200,39 @@ def test_undecodable_image_is_named(tmp_path: Path) -> None:
     _write_folder(tmp_path, broken=True)
     with pytest.raises(ValueError, match=r"cannot decode image .*9\.png"):
         read_image_folders(tmp_path, ("train",))
+
+
+@pytest.mark.parametrize("forget", [{"forget_classes": [1]}, {"forget_count": 2}])
+def test_validation_split_feeds_the_probe_and_test_keeps_the_test_split(
+        tmp_path: Path, forget: dict) -> None:
+    _write_folder(tmp_path, splits=("train", "validation", "test"))
+    dm = ImageFolderDataModule(root=str(tmp_path), val_split="validation", augment=False,
+                               **forget)
+
+    def green(loader: object) -> set[int]:
+        return {round(float(images[:, 1].max()) * 255)  # images in [0, 1]
+                for images, _, _ in loader}  # type: ignore[attr-defined]
+
+    held_out = ["unseen"] + (["retain_test", "forget_test"] if "forget_classes" in forget else [])
+    assert [s for s in dm.val_splits if s in held_out] == held_out
+    validation = dict(zip(dm.val_splits, dm.val_dataloader(), strict=True))
+    test = dict(zip(dm.eval_splits, dm.test_dataloader(), strict=True))
+    for split in held_out:
+        assert green(validation[split]) == {100}, split  # the validation folder
+        assert green(test[split]) == {200}, split  # the test folder
+    assert green(validation["forget"]) == green(test["forget"]) == {0}  # train
+    assert dm.split_ids()["validation/unseen"] == list(range(8))
+    # Without a validation folder the probe draws from the test split, as before.
+    plain = ImageFolderDataModule(root=str(tmp_path), augment=False, **forget)
+    assert green(dict(zip(plain.val_splits, plain.val_dataloader(), strict=True))["unseen"]) == {200}
+
+
+def test_validation_split_needs_a_test_split(tmp_path: Path) -> None:
+    _write_folder(tmp_path, splits=("train", "validation"))
+    with pytest.raises(ValueError, match="needs a test_split"):
+        ImageFolderDataModule(root=str(tmp_path), test_split=None, val_split="validation",
+                              forget_classes=[1])
+    images = torch.zeros(2, 1, 4, 4, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="val_images without test_images"):
+        ImageData(images, torch.zeros(2, dtype=torch.long), ["a"], val_images=images,
+                  val_targets=torch.zeros(2, dtype=torch.long))

@@ -404,6 +404,9 @@ def test_fer2013_real_counts() -> None:
     dm.setup()
     ids = dm.split_ids()
     assert len(ids["train"]) == 28_709 and len(ids["unseen"]) == 3_589
+    # the probe's held-out data is PublicTest, test's PrivateTest: equal sizes, other images
+    assert len(ids["validation/unseen"]) == 3_589 and dm.probe_source("unseen") != "unseen"
+    assert not torch.equal(dm.data.val_images, dm.data.test_images)
     assert dm.num_classes == 7 and dm.data.classes == ["angry", "disgust", "fear", "happy",
                                                        "neutral", "sad", "surprise"]
     assert dm.data.train_images.shape[1:] == (3, 48, 48)

@@ -80,7 +80,8 @@ EXTRA_NUMBERS = ("mia_auc", "wall_seconds", "validation_seconds", "loss_retain",
 _RECIPE_TRAINER_KEYS = ("max_epochs", "max_steps", "precision", "devices", "num_nodes",
                         "accumulate_grad_batches", "gradient_clip_val", "gradient_clip_algorithm")
 # Data keys that only change evaluation speed, never the trained network or its test numbers.
-_NON_RECIPE_DATA_KEYS = ("num_workers", "eval_batch_size", "eval_max_samples", "probe_splits")
+_NON_RECIPE_DATA_KEYS = ("num_workers", "eval_batch_size", "eval_max_samples", "probe_splits",
+                         "val_split")
 _NOISY_WARNINGS = (".*does not have many workers.*", ".*The number of training batches.*",
                    ".*LeafSpec.*",
                    ".*Checkpoint directory .* exists and is not empty.*",

@@ -28,6 +28,11 @@ class ImageData:
         train_groups: optional identity/group id per training sample (a person, a family), for
             forget requests that remove every sample of some groups.
         test_groups: group ids of the held-out samples, where known.
+        val_images: an official validation split (FER2013's PublicTest), or ``None``: the
+            held-out data of the validation probe, so that decisions made during training
+            (DLFD's switch, checkpoint selection) never see the test split.
+        val_targets: targets of ``val_images``.
+        val_groups: group ids of the validation samples, where known.
         task: ``"multiclass"`` or ``"multilabel"``.
     """
 
@@ -38,11 +43,14 @@ class ImageData:
     test_targets: Tensor | None = None
     train_groups: Tensor | None = None
     test_groups: Tensor | None = None
+    val_images: Tensor | None = None
+    val_targets: Tensor | None = None
+    val_groups: Tensor | None = None
     task: Task = "multiclass"
     extra: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("train_images", "test_images"):
+        for name in ("train_images", "test_images", "val_images"):
             images = getattr(self, name)
             if images is not None and (images.dtype != torch.uint8 or images.dim() != 4):
                 raise ValueError(f"{name} must be a uint8 N×C×H×W tensor, got "
@@ -50,8 +58,13 @@ class ImageData:
         if len(self.train_images) != len(self.train_targets):
             raise ValueError("train_images and train_targets differ in length: "
                              f"{len(self.train_images)} vs {len(self.train_targets)}")
-        if (self.test_images is None) != (self.test_targets is None):
-            raise ValueError("give both test_images and test_targets, or neither")
+        for split in ("test", "val"):
+            if (getattr(self, f"{split}_images") is None) != (
+                    getattr(self, f"{split}_targets") is None):
+                raise ValueError(f"give both {split}_images and {split}_targets, or neither")
+        if self.val_images is not None and self.test_images is None:
+            raise ValueError("val_images without test_images: give the validation split as the "
+                             "held-out (test) split instead")
 
     @property
     def num_channels(self) -> int:

@@ -23,6 +23,10 @@ TRAIN_SPLITS = ("train", "retain", "forget")
 SplitName = Literal["train", "retain", "forget", "unseen", "retain_test", "forget_test"]
 
 
+# Splits of a dataset's validation set (``validation/unseen``, ...): the probe's held-out data.
+VALIDATION_PREFIX = "validation/"
+
+
 def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
@@ -180,6 +184,9 @@ class UnlearningDataModule(LightningDataModule):
             official held-out split.
         eval_max_samples: per-split bound of the validation probe (seeded subset), which keeps
             mid-training checks cheap; ``None`` evaluates full splits. Test always uses full splits.
+            Where the dataset has a validation split (``ImageData.val_images``: FER2013's
+            PublicTest), the probe's held-out splits (``unseen``, ``retain_test``,
+            ``forget_test``) are drawn from it, so checks never see the test split.
         probe_splits: the splits of the validation probe: ``all`` (every evaluation split) or
             ``minimal``, only those the forgetting score and NoMUS need (``forget``, the attack's
             non-member split and the held-out accuracy's split). Minimal drops ``retain``
@@ -309,9 +316,14 @@ class UnlearningDataModule(LightningDataModule):
         """The splits of the validation probe (``probe_splits``), in ``eval_splits`` order."""
         if self.probe_splits == "all":
             return self.eval_splits
-        needed = {"forget", self.mia_nonmember_split,
-                  "retain_test" if self.class_wise else "unseen"}
+        needed = {"forget", self.mia_nonmember_split, self.heldout_split}
         return [split for split in self.eval_splits if split in needed]
+
+    @property
+    def heldout_split(self) -> str:
+        """The split of the held-out accuracy of the remaining data (NoMUS's test accuracy):
+        ``retain_test`` for class-wise requests, else ``unseen``."""
+        return "retain_test" if self.class_wise else "unseen"
 
     @property
     def mia_nonmember_split(self) -> str:
@@ -356,23 +368,41 @@ class UnlearningDataModule(LightningDataModule):
             return data.train_images[idx], data.train_targets[idx], idx
 
         splits = {"train": take(pool), "retain": take(retain), "forget": take(forget),
-                  "unseen": unseen}
+                  **self._held_out_splits(unseen, unseen_groups, "held-out")}
+        if data.val_images is not None:
+            validation = (data.val_images, data.val_targets,
+                          torch.arange(len(data.val_targets)))  # type: ignore[arg-type]
+            held = self._held_out_splits(validation, data.val_groups, "validation")
+            if set(held) != set(splits) & {"unseen", "retain_test", "forget_test"}:
+                raise ValueError("the validation split cannot be divided into retain_test / "
+                                 "forget_test like the test split (no group ids, or no sample "
+                                 "of the forgotten groups): set val_split: null")
+            splits.update({f"{VALIDATION_PREFIX}{name}": value for name, value in held.items()})
+        return splits
+
+    def _held_out_splits(self, unseen: tuple[Tensor, Tensor, Tensor], groups: Tensor | None,
+                         label: str) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
+        """``unseen``, and for class-wise (or group-wise, where the held-out data holds the
+        forgotten groups) requests its ``retain_test`` / ``forget_test`` parts."""
+        hp = self.hparams
+        held = {"unseen": unseen}
         forgotten = None
         if hp.forget_classes is not None:
             forgotten = torch.isin(unseen[1], torch.tensor(hp.forget_classes))
             if not forgotten.any():
-                raise ValueError("the held-out split has no sample of the forgotten classes, so "
-                                 "forgetting cannot be measured on unseen data")
-        elif hp.forget_groups is not None and unseen_groups is not None:
-            forgotten = torch.isin(unseen_groups, torch.tensor(hp.forget_groups))
+                raise ValueError(f"the {label} split has no sample of the forgotten classes, "
+                                 "so forgetting cannot be measured on unseen data")
+        elif hp.forget_groups is not None and groups is not None:
+            forgotten = torch.isin(groups, torch.tensor(hp.forget_groups))
         if forgotten is not None and forgotten.any():
-            splits["forget_test"] = tuple(t[forgotten] for t in unseen)  # type: ignore[assignment]
-            splits["retain_test"] = tuple(t[~forgotten] for t in unseen)  # type: ignore[assignment]
-        return splits
+            held["forget_test"] = tuple(t[forgotten] for t in unseen)  # type: ignore[assignment]
+            held["retain_test"] = tuple(t[~forgotten] for t in unseen)  # type: ignore[assignment]
+        return held
 
     def split_ids(self) -> dict[str, list[int]]:
         """Sample ids of every split (training ids index the training set; ``unseen`` and the
-        ``*_test`` splits index the held-out set, or the training set when carved from it)."""
+        ``*_test`` splits index the held-out set, or the training set when carved from it;
+        ``validation/*`` splits index the validation set)."""
         return {name: ids.tolist() for name, (_, _, ids) in self.splits.items()}
 
     def setup(self, stage: str | None = None) -> None:
@@ -447,8 +477,16 @@ class UnlearningDataModule(LightningDataModule):
         epoch_split = getattr(module, "epoch_split", splits[0])
         return self.train_loaders(splits, epoch_split)
 
+    def probe_source(self, split: str) -> str:
+        """The split whose data the validation probe evaluates as ``split``: the validation
+        set's ``unseen`` / ``*_test`` parts where the dataset has a validation split, so no
+        decision made during training sees the test split; else ``split`` itself."""
+        source = f"{VALIDATION_PREFIX}{split}"
+        return source if source in self.splits else split
+
     def val_dataloader(self) -> list[DataLoader]:
-        return [self.dataloader(s, max_samples=self.eval_max_samples) for s in self.val_splits]
+        return [self.dataloader(self.probe_source(s), max_samples=self.eval_max_samples)
+                for s in self.val_splits]
 
     def test_dataloader(self) -> list[DataLoader]:
         return [self.dataloader(s) for s in self.eval_splits]

@@ -65,24 +65,33 @@ class ImageFolderDataModule(UnlearningDataModule):
         train_split: name of the training folder.
         test_split: name of the held-out folder, or ``None`` to carve ``unseen_fraction`` of
             train off as unseen data.
+        val_split: name of a validation folder, or ``None``: the held-out data of the
+            validation probe (training-time decisions then never see ``test_split``).
     """
 
     def __init__(self, root: str, train_split: str = "train", test_split: str | None = "test",
-                 **kwargs: Any) -> None:
+                 val_split: str | None = None, **kwargs: Any) -> None:
         _require_path(root, "image folder", "Point root at a folder (or .tar.gz) holding "
                       f"{train_split}/<class>/<image> files.")
+        if val_split is not None and test_split is None:
+            raise ValueError(f"val_split {val_split!r} needs a test_split: without one the "
+                             "held-out data is carved from train, and the validation folder "
+                             "would be the only held-out data; pass it as test_split instead")
         super().__init__(**kwargs)
-        self.root, self.train_split, self.test_split = root, train_split, test_split
+        self.root, self.train_split = root, train_split
+        self.test_split, self.val_split = test_split, val_split
 
     def load(self) -> ImageData:
-        names = (self.train_split,) + ((self.test_split,) if self.test_split else ())
+        names = tuple(n for n in (self.train_split, self.test_split, self.val_split) if n)
         read = read_image_folders(self.root, names, channels=self.hparams.num_channels,
                                   size=self.hparams.image_size)
         train_images, train_targets, classes = read[self.train_split]
-        if self.test_split is None:
-            return ImageData(train_images, train_targets, classes)
-        test_images, test_targets, _ = read[self.test_split]
-        return ImageData(train_images, train_targets, classes, test_images, test_targets)
+        held_out: dict[str, Tensor] = {}
+        if self.test_split is not None:
+            held_out["test_images"], held_out["test_targets"], _ = read[self.test_split]
+        if self.val_split is not None:
+            held_out["val_images"], held_out["val_targets"], _ = read[self.val_split]
+        return ImageData(train_images, train_targets, classes, **held_out)
 
 
 class CIFAR10DataModule(UnlearningDataModule):
@@ -138,11 +147,20 @@ class MNISTDataModule(CIFAR10DataModule):
 
 class FER2013DataModule(ImageFolderDataModule):
     """FER2013 facial expressions (Goodfellow et al. 2013): 48×48 grayscale, 7 emotions, the
-    official train / PrivateTest (``test``) splits in folders or a ``.tar.gz``. The stand-in for
-    RAF-DB in DLFD's sample-wise setting; set ``num_channels: 3`` for ImageNet-style networks."""
+    official train / PublicTest (``validation``) / PrivateTest (``test``) splits in folders or a
+    ``.tar.gz``. The stand-in for RAF-DB in DLFD's sample-wise setting; set ``num_channels: 3``
+    for ImageNet-style networks.
 
-    def __init__(self, root: str, **kwargs: Any) -> None:
-        super().__init__(root, train_split="train", test_split="test", **kwargs)
+    Args:
+        root: the folder or archive.
+        val_split: the validation folder, held-out data of the validation probe (the test split
+            is then only evaluated at test); ``None`` for a copy without one (the probe then
+            draws from the test split).
+    """
+
+    def __init__(self, root: str, val_split: str | None = "validation", **kwargs: Any) -> None:
+        super().__init__(root, train_split="train", test_split="test", val_split=val_split,
+                         **kwargs)
 
 
 class OlivettiDataModule(UnlearningDataModule):

@@ -293,12 +293,11 @@ class UnlearningModule(LightningModule):
     def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
         return self._eval_step(batch, dataloader_idx)
 
-    @staticmethod
-    def heldout_accuracy(results: dict[str, float]) -> float:
-        """The held-out accuracy of the remaining data in ``results``, the one NoMUS uses:
-        ``acc_retain_test`` for class-wise requests, ``acc_unseen`` otherwise."""
-        key = "acc_retain_test" if "acc_retain_test" in results else "acc_unseen"
-        return results[key]
+    def heldout_accuracy(self, results: dict[str, float]) -> float:
+        """The held-out accuracy of the remaining data in ``results``, the one NoMUS uses: that
+        of the datamodule's ``heldout_split`` (``acc_retain_test`` for class-wise requests,
+        ``acc_unseen`` otherwise)."""
+        return results[f"acc_{self.trainer.datamodule.heldout_split}"]
 
     def evaluation_results(self) -> dict[str, float]:
         """Compute (and reset) the accumulated evaluation: accuracies, losses, MIA, forgetting
