@@ -224,7 +224,8 @@ def test_validation_split_feeds_the_probe_and_test_keeps_the_test_split(
     assert dm.split_ids()["validation/unseen"] == list(range(8))
     # Without a validation folder the probe draws from the test split, as before.
     plain = ImageFolderDataModule(root=str(tmp_path), augment=False, **forget)
-    assert green(dict(zip(plain.val_splits, plain.val_dataloader(), strict=True))["unseen"]) == {200}
+    probe = dict(zip(plain.val_splits, plain.val_dataloader(), strict=True))
+    assert green(probe["unseen"]) == {200}
 
 
 def test_validation_split_needs_a_test_split(tmp_path: Path) -> None:

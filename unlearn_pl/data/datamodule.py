@@ -342,7 +342,7 @@ class UnlearningDataModule(LightningDataModule):
         data, hp = self.data, self.hparams
         n = len(data.train_targets)
         all_ids = torch.arange(n)
-        if data.test_images is not None:
+        if data.test_images is not None and data.test_targets is not None:
             pool = all_ids
             unseen = (data.test_images, data.test_targets, torch.arange(len(data.test_targets)))
             unseen_groups = data.test_groups
@@ -369,15 +369,14 @@ class UnlearningDataModule(LightningDataModule):
 
         splits = {"train": take(pool), "retain": take(retain), "forget": take(forget),
                   **self._held_out_splits(unseen, unseen_groups, "held-out")}
-        if data.val_images is not None:
-            validation = (data.val_images, data.val_targets,
-                          torch.arange(len(data.val_targets)))  # type: ignore[arg-type]
-            held = self._held_out_splits(validation, data.val_groups, "validation")
-            if set(held) != set(splits) & {"unseen", "retain_test", "forget_test"}:
+        if data.val_images is not None and data.val_targets is not None:
+            validation = (data.val_images, data.val_targets, torch.arange(len(data.val_targets)))
+            probe = self._held_out_splits(validation, data.val_groups, "validation")
+            if set(probe) != set(splits) & {"unseen", "retain_test", "forget_test"}:
                 raise ValueError("the validation split cannot be divided into retain_test / "
                                  "forget_test like the test split (no group ids, or no sample "
                                  "of the forgotten groups): set val_split: null")
-            splits.update({f"{VALIDATION_PREFIX}{name}": value for name, value in held.items()})
+            splits.update({f"{VALIDATION_PREFIX}{name}": value for name, value in probe.items()})
         return splits
 
     def _held_out_splits(self, unseen: tuple[Tensor, Tensor, Tensor], groups: Tensor | None,

@@ -86,12 +86,10 @@ class ImageFolderDataModule(UnlearningDataModule):
         read = read_image_folders(self.root, names, channels=self.hparams.num_channels,
                                   size=self.hparams.image_size)
         train_images, train_targets, classes = read[self.train_split]
-        held_out: dict[str, Tensor] = {}
-        if self.test_split is not None:
-            held_out["test_images"], held_out["test_targets"], _ = read[self.test_split]
-        if self.val_split is not None:
-            held_out["val_images"], held_out["val_targets"], _ = read[self.val_split]
-        return ImageData(train_images, train_targets, classes, **held_out)
+        test_images, test_targets, _ = read.get(self.test_split or "", (None, None, None))
+        val_images, val_targets, _ = read.get(self.val_split or "", (None, None, None))
+        return ImageData(train_images, train_targets, classes, test_images, test_targets,
+                         val_images=val_images, val_targets=val_targets)
 
 
 class CIFAR10DataModule(UnlearningDataModule):
