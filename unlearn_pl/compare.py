@@ -16,10 +16,10 @@ config, ``configs/data/<setting>.yaml``, or the path of one) and each seed it
 
 Seed ``k`` sets ``--seed_everything k``, the data's split seed (``--data.init_args.seed k``: the
 sample-wise forget set and the carved unseen split change with it) and the method's own seed
-(``--model.init_args.seed k``), so the spread over seeds covers all three. ``--method-seeds m
-...`` instead runs every method once per method seed ``m`` (``--seed_everything m``,
-``--model.init_args.seed m`` and ``--data.init_args.shuffle_seed m``: the batch order, the
-attack's subsampling and the method's own randomness) against the same
+(``--model.init_args.seed k``), so the spread over seeds covers all three.
+``--method-seeds m ...`` instead runs every method once per method seed ``m``
+(``--seed_everything m``, ``--model.init_args.seed m`` and ``--data.init_args.shuffle_seed m``:
+the batch order, the attack's subsampling and the method's own randomness) against the same
 split, original and retrain of each seed: the spread of the unlearning run alone, without
 training new references. Extra arguments
 (``--trainer.accelerator gpu``, ``--trainer.precision bf16-mixed``, ``--data.*``, ``--model.*``)
@@ -687,8 +687,9 @@ def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int
         overrides: extra ``unlearn-pl`` arguments given to every run (original and retrain
             included), e.g. ``["--trainer.accelerator", "gpu", "--trainer.precision",
             "bf16-mixed"]``.
-        method_seeds: run every method once per method seed (its ``--seed_everything`` and
-            ``--model.init_args.seed``) against each seed's split and references, in
+        method_seeds: run every method once per method seed (its ``--seed_everything``,
+            ``--model.init_args.seed`` and ``--data.init_args.shuffle_seed``) against each
+            seed's split and references, in
             ``<workdir>/seed<k>/<method>-mseed<m>`` (``<method>`` when ``m`` is the seed
             itself); default: one run per seed with that seed.
         trainer: trainer config name in ``configs/trainer`` or a path.
