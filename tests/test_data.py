@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -233,6 +234,15 @@ def test_validation_split_needs_a_test_split(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="needs a test_split"):
         ImageFolderDataModule(root=str(tmp_path), test_split=None, val_split="validation",
                               forget_classes=[1])
+    # a validation folder without the forgotten class cannot measure forgetting
+    (tmp_path / "test" / "dog").mkdir(parents=True)
+    (tmp_path / "test" / "cat").mkdir()
+    for label in ("cat", "dog"):
+        Image.new("RGB", (8, 8)).save(tmp_path / "test" / label / "0.png")
+    shutil.rmtree(tmp_path / "validation" / "dog")
+    dm = ImageFolderDataModule(root=str(tmp_path), val_split="validation", forget_classes=[1])
+    with pytest.raises(ValueError, match="validation split has no sample .*val_split: null"):
+        dm.setup()
     images = torch.zeros(2, 1, 4, 4, dtype=torch.uint8)
     with pytest.raises(ValueError, match="val_images without test_images"):
         ImageData(images, torch.zeros(2, dtype=torch.long), ["a"], val_images=images,

@@ -389,8 +389,10 @@ class UnlearningDataModule(LightningDataModule):
         if hp.forget_classes is not None:
             forgotten = torch.isin(unseen[1], torch.tensor(hp.forget_classes))
             if not forgotten.any():
+                hint = " (set val_split: null to probe the test split)" if label == "validation" \
+                    else ""
                 raise ValueError(f"the {label} split has no sample of the forgotten classes, "
-                                 "so forgetting cannot be measured on unseen data")
+                                 f"so forgetting cannot be measured on unseen data{hint}")
         elif hp.forget_groups is not None and groups is not None:
             forgotten = torch.isin(groups, torch.tensor(hp.forget_groups))
         if forgotten is not None and forgotten.any():
