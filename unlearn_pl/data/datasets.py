@@ -86,8 +86,8 @@ class ImageFolderDataModule(UnlearningDataModule):
         read = read_image_folders(self.root, names, channels=self.hparams.num_channels,
                                   size=self.hparams.image_size)
         train_images, train_targets, classes = read[self.train_split]
-        test_images, test_targets, _ = read.get(self.test_split or "", (None, None, None))
-        val_images, val_targets, _ = read.get(self.val_split or "", (None, None, None))
+        test_images, test_targets, _ = read[self.test_split] if self.test_split else (None,) * 3
+        val_images, val_targets, _ = read[self.val_split] if self.val_split else (None,) * 3
         return ImageData(train_images, train_targets, classes, test_images, test_targets,
                          val_images=val_images, val_targets=val_targets)
 

@@ -129,7 +129,7 @@ class DLFD(UnlearningModule):
     (``save_threshold``).
 
     Configs: ``configs/methods/dlfd.yaml`` is the paper's RAF-DB recipe;
-    ``configs/methods/dlfd_fast.yaml`` the setting that forgets on FER2013 in a tenth of
+    ``configs/methods/dlfd_fast.yaml`` the setting that forgets on FER2013 in about a tenth of
     retrain's time (lr 0.05 with a cosine decay, 5 perturbation steps, 200 optimizer steps, a
     minimal probe; measured in ``benchmarks/sweeps/dlfd_fer2013``, where the paper's lr 0.006
     forgot nothing that survived the switch).
