@@ -23,7 +23,7 @@ import os
 import platform
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -36,7 +36,7 @@ from torch import Tensor
 
 import unlearn_pl
 from unlearn_pl.data import UnlearningDataModule
-from unlearn_pl.methods.base import Batch, UnlearningModule
+from unlearn_pl.methods.base import UnlearningModule
 from unlearn_pl.networks import Classifier, load_network_weights
 from unlearn_pl.utils import atomic_write_text
 
@@ -111,32 +111,26 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def _gather(trainer: Trainer, values: Tensor) -> Tensor:
-    """Concatenate a 1-D tensor over DDP ranks (any length per rank); a no-op on one process."""
-    strategy = trainer.strategy
-    if trainer.world_size == 1:
-        return values
-    device = strategy.root_device
-    sizes = strategy.all_gather(torch.tensor([values.numel()], device=device)).flatten()
-    padded = torch.zeros(int(sizes.max()), dtype=values.dtype, device=device)
-    padded[: values.numel()] = values.to(device)
-    stacked = strategy.all_gather(padded).reshape(len(sizes), -1)
-    return torch.cat([stacked[r, : int(n)] for r, n in enumerate(sizes)]).cpu()
+def sample_losses(module: UnlearningModule, splits: Sequence[str]) -> dict[str, list[float]]:
+    """The per-sample losses of ``splits`` in the module's last evaluation: every sample once (the
+    repeats DDP pads with dropped), in id order, equal on every rank. The report, its plot and the
+    comparison runner all read them from here.
 
-
-# ------------------------------------------------------------ per-sample losses
-class _SampleLosses(Callback):
-    """Collects the per-sample loss of the forget split and of the attack's non-member split
-    during ``Trainer.test``, and checks the evaluation splits before any work starts.
-
-    The base module only keeps running means, so the loss is recomputed here from the test batch
-    with ``pl_module.loss(pl_module(x), y, reduction="none")``, in eval mode under the test
-    precision context, exactly as the module's own test step computes it.
+    Raises:
+        RuntimeError: the module has not evaluated these splits.
     """
+    missing = [s for s in splits if s not in module.last_samples]
+    if missing:
+        raise RuntimeError(f"{type(module).__name__} has no per-sample values of {missing}: "
+                           "run Trainer.test first")
+    return {s: module.last_samples[s]["loss"].tolist() for s in splits}
+
+
+class _TestRun(Callback):
+    """Checks the evaluation splits before a test run starts and hands over the evaluation the
+    module computed in this run (never a stale one from an earlier run)."""
 
     def __init__(self) -> None:
-        self._losses: dict[str, list[Tensor]] = {}
-        self._ids: dict[str, list[Tensor]] = {}
         self._previous: object = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -144,48 +138,21 @@ class _SampleLosses(Callback):
             check_evaluation_splits(_datamodule(trainer))
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        datamodule = _datamodule(trainer)
-        self._losses = {"forget": [], datamodule.mia_nonmember_split: []}
-        self._ids = {split: [] for split in self._losses}
         # Identity of the module's previous evaluation, to tell a fresh one from a stale one.
         self._previous = getattr(pl_module, "last_evaluation", None)
 
-    @torch.no_grad()
-    def on_test_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any,
-                          batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        split = _datamodule(trainer).eval_splits[dataloader_idx]
-        if split not in self._losses:
-            return
-        self._losses[split].append(outputs["losses"].float().cpu())
-        self._ids[split].append(outputs["ids"].long().cpu())
-
     def results(self, pl_module: LightningModule) -> dict[str, float]:
-        """The evaluation the module computed in this test run (not a stale one)."""
+        """The evaluation the module computed in this test run."""
         results = getattr(pl_module, "last_evaluation", None)
         if results is None or results is self._previous:
             raise RuntimeError(f"{type(pl_module).__name__} produced no test evaluation "
                                "(UnlearningModule.on_test_epoch_end sets last_evaluation)")
         return dict(results)
 
-    def gathered(self, trainer: Trainer) -> dict[str, list[float]]:
-        """Per-sample losses per split over all ranks, each sample once (DDP pads with repeats).
-
-        Call on every rank. Raises ``ValueError`` on non-finite losses.
-        """
-        out: dict[str, list[float]] = {}
-        for split, chunks in self._losses.items():
-            losses = _gather(trainer, torch.cat(chunks) if chunks else torch.empty(0))
-            ids = _gather(trainer, torch.cat(self._ids[split]) if chunks
-                          else torch.empty(0, dtype=torch.long))
-            unique, inverse = torch.unique(ids, return_inverse=True)
-            kept = losses.new_full((unique.numel(),), math.inf).scatter_reduce(
-                0, inverse, losses, reduce="amin")
-            if not bool(torch.isfinite(kept).all()):
-                raise ValueError(f"per-sample losses of the {split} split are not finite "
-                                 f"({int((~torch.isfinite(kept)).sum())} of {kept.numel()}); the "
-                                 "model diverged")
-            out[split] = kept.tolist()
-        return out
+    def losses(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, list[float]]:
+        """Per-sample losses of the forget split and of the attack's non-member split."""
+        nonmember = _datamodule(trainer).mia_nonmember_split
+        return sample_losses(pl_module, ("forget", nonmember))  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------ evaluate
@@ -194,8 +161,9 @@ def load_checkpoint_for_evaluation(path: str | os.PathLike[str]) -> tuple[Unlear
 
     Evaluation depends only on the network and the base hyperparameters (task, attack feature and
     seed), so the checkpoint's network weights are loaded into a base module: this works for every
-    method, including ones whose class is not importable here. The unlearning time is restored
-    from the checkpoint.
+    method, including ones whose class is not importable here. The unlearning time and the forget
+    set the checkpoint was unlearned for are restored from it (evaluating it on another forget
+    request is refused), and its original is never read.
 
     Args:
         path: a Lightning checkpoint written by an unlearn_pl run.
@@ -219,7 +187,7 @@ def load_checkpoint_for_evaluation(path: str | os.PathLike[str]) -> tuple[Unlear
     kwargs = {k: v for k, v in hparams.items() if k in accepted and k != "original"}
     module = UnlearningModule(**kwargs)
     load_network_weights(module.network, Path(path), kwargs["arch"])
-    module.fit_seconds = float(checkpoint.get("unlearn_pl", {}).get("fit_seconds", 0.0))
+    module.restore_record(checkpoint)
     return module, str(hparams.get("_class_path", "unknown"))
 
 
@@ -241,6 +209,7 @@ def _as_module(network_or_module: Classifier | UnlearningModule | str | os.PathL
                               in_channels=network.normalize.get_buffer("mean").shape[1],
                               task=datamodule.task, width=0.1)
     module.network = network
+    module.weights_source = "given"
     return module
 
 
@@ -248,7 +217,7 @@ def _evaluate(network_or_module: Classifier | UnlearningModule | str | os.PathLi
               datamodule: UnlearningDataModule, trainer_kwargs: dict[str, Any] | None
               ) -> tuple[dict[str, float], dict[str, list[float]]]:
     module = _as_module(network_or_module, datamodule)
-    collector = _SampleLosses()
+    collector = _TestRun()
     kwargs: dict[str, Any] = dict(devices=1, logger=False, enable_checkpointing=False,
                                   enable_progress_bar=False, enable_model_summary=False)
     kwargs.update(trainer_kwargs or {})
@@ -266,7 +235,7 @@ def _evaluate(network_or_module: Classifier | UnlearningModule | str | os.PathLi
             trainer.test(module, datamodule=datamodule, verbose=False)
         finally:
             datamodule.trainer = previous_trainer
-        losses = collector.gathered(trainer)
+        losses = collector.losses(trainer, module)
     results = collector.results(module)
     _check_finite(results, type(module).__name__)
     return results, losses
@@ -433,7 +402,7 @@ class UnlearningReport(Callback):
         self.reference = reference
         self.bins = bins
         self.print_table = print_table
-        self._losses = _SampleLosses()
+        self._run = _TestRun()
         self._reference_report: tuple[dict[str, Any], dict[str, list[float]] | None] | None = None
         self.last_report: dict[str, Any] | None = None
 
@@ -447,23 +416,18 @@ class UnlearningReport(Callback):
         if self.reference is not None and not self._reference_is_report and trainer.world_size > 1:
             raise ValueError("a checkpoint reference is evaluated in a single process; under DDP "
                              "pass the reference's report.json (from `unlearn-pl test`) instead")
-        self._losses.setup(trainer, pl_module, stage)
+        self._run.setup(trainer, pl_module, stage)
         # Read and checked on every rank before the test runs: a wrong reference fails at once.
         self._reference_report = (self._read_reference_report(_datamodule(trainer))
                                   if self._reference_is_report else None)
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._losses.on_test_start(trainer, pl_module)
-
-    def on_test_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any,
-                          batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._losses.on_test_batch_end(trainer, pl_module, outputs, batch, batch_idx,
-                                       dataloader_idx)
+        self._run.on_test_start(trainer, pl_module)
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        results = self._losses.results(pl_module)
+        results = self._run.results(pl_module)
         _check_finite(results, type(pl_module).__name__)
-        losses = self._losses.gathered(trainer)  # a collective: every rank takes part
+        losses = self._run.losses(trainer, pl_module)  # synced: the same on every rank
         folder = Path(trainer.log_dir or trainer.default_root_dir)  # log_dir broadcasts too
         self._write(trainer, pl_module, folder, results, losses)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,14 +14,15 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
 
-from unlearn_pl.metrics import MembershipInferenceAttack, attack_features, nomus
+from unlearn_pl.metrics import MembershipInferenceAttack, PerSampleValues, attack_features, nomus
 from unlearn_pl.networks import Classifier, build_network, load_network_weights
 from unlearn_pl.utils import atomic_torch_save
 
 Batch = tuple[Tensor, Tensor, Tensor]
 EVAL_SPLITS = ("retain", "forget", "unseen", "retain_test", "forget_test")
+#: Where the weights a module holds came from (:attr:`UnlearningModule.weights_source`).
+WeightsSource = Literal["random", "original", "checkpoint", "trained", "given"]
 
 
 class UnlearningModule(LightningModule):
@@ -39,7 +41,12 @@ class UnlearningModule(LightningModule):
       ``{stage}/mia``, ``{stage}/mia_auc``, ``{stage}/forgetting_score`` (2·|MIA − 0.5|),
       ``{stage}/nomus`` and ``{stage}/fit_seconds``;
     * wall-clock time of the fit (:attr:`fit_seconds`) and of the validation runs inside it
-      (:attr:`validation_seconds`: the online monitoring cost), both kept across resumes.
+      (:attr:`validation_seconds`: the online monitoring cost), both kept across resumes;
+    * :attr:`weights_source`: where the weights it holds came from (``random``, ``original``,
+      ``checkpoint``, ``trained`` by a fit, or ``given`` by the caller). Evaluation always uses
+      the weights the module holds; a method module that holds only the original's weights
+      (neither fitted nor loaded from a checkpoint) refuses to be evaluated, and a checkpoint
+      refuses a forget request other than the one it was unlearned for.
 
     NoMUS uses the held-out accuracy of the remaining data: ``acc_retain_test`` for class-wise
     requests, ``acc_unseen`` otherwise.
@@ -53,8 +60,10 @@ class UnlearningModule(LightningModule):
         task: ``multiclass`` or ``multilabel``; linked from the datamodule.
         small_input: small-image stem (32×32 CIFAR-style networks).
         width: width multiplier (``allcnn``, ``tiny_cnn``).
-        original: path of the original network's checkpoint to start from (and, for methods that
-            need one, to keep as a frozen reference); ``None`` starts from scratch.
+        original: path of the original network's checkpoint (a Lightning checkpoint or a plain
+            state dict), loaded at construction when the file exists; methods start from it and
+            keep frozen references of it. Required to fit every method but :class:`Train`; not
+            needed to evaluate a checkpoint, which holds every weight it needs.
         optimizer: ``sgd``, ``adam`` or ``adamw``.
         lr: learning rate.
         momentum: SGD momentum.
@@ -70,6 +79,9 @@ class UnlearningModule(LightningModule):
     #: ``False`` for methods built on single class labels (relabelling, class re-routing): they
     #: refuse multilabel tasks before any work.
     supports_multilabel: ClassVar[bool] = True
+    #: ``True`` for unlearning methods: fitting needs ``original``, and evaluating a module that
+    #: holds only the original's weights is refused (it would report the original as unlearned).
+    requires_original: ClassVar[bool] = True
 
     if TYPE_CHECKING:  # Lightning types it as a MutableMapping; it is an attribute dict.
         @property
@@ -92,9 +104,6 @@ class UnlearningModule(LightningModule):
                              "relabels or re-routes each forget sample to one class. For "
                              "multilabel tasks use FineTune, NegGrad, NegGradPlus, SCRUB, DLFD, "
                              "BadTeaching, UNSIR, FisherForgetting, CFk or EUk")
-        if original is not None and not Path(original).is_file():
-            raise FileNotFoundError(f"original checkpoint {original} does not exist; train one "
-                                    "with `unlearn-pl fit --config configs/methods/original.yaml`")
         self.save_hyperparameters()
         mean, std = normalization if normalization is not None else (None, None)
         self.network: Classifier = build_network(arch, num_classes, in_channels, small_input,
@@ -104,12 +113,17 @@ class UnlearningModule(LightningModule):
         self.validation_seconds = 0.0
         self._fit_started: float | None = None
         self._validation_started: float | None = None
-        self._original_loaded = False
-        # nan_strategy="error": a diverged network must fail loudly, never average NaN away.
-        self.eval_accuracy = nn.ModuleDict({s: MeanMetric(nan_strategy="error")
-                                            for s in EVAL_SPLITS})
-        self.eval_loss = nn.ModuleDict({s: MeanMetric(nan_strategy="error") for s in EVAL_SPLITS})
+        self.weights_source: WeightsSource = "random"
+        # What a loaded checkpoint was unlearned for (on_load_checkpoint), checked at evaluation.
+        self._checkpoint_forget: dict[str, Any] | None = None
+        # Per-sample correctness and loss by sample id: DDP-exact means, and the losses the
+        # report and the comparison runner read (``last_samples``).
+        self.eval_samples = nn.ModuleDict({s: PerSampleValues() for s in EVAL_SPLITS})
+        self.last_samples: dict[str, dict[str, Tensor]] = {}
         self.mia = MembershipInferenceAttack(seed=seed)
+        if original is not None and Path(original).is_file():
+            load_network_weights(self.network, original, arch)
+            self.weights_source = "original"
 
     # ------------------------------------------------------------------ network
     def forward(self, x: Tensor) -> Tensor:
@@ -151,16 +165,68 @@ class UnlearningModule(LightningModule):
         return (p for p in self.network.parameters() if p.requires_grad)
 
     # --------------------------------------------------------------- lifecycle
+    @property
+    def forgets(self) -> bool:
+        """Whether this module's weights depend on the forget request (every unlearning method,
+        and the retrain reference): its checkpoints refuse to be evaluated on another request."""
+        return True
+
     def setup(self, stage: str) -> None:
-        if self.hparams.original is not None and not self._original_loaded:
-            resuming = self._trainer is not None and self.trainer.ckpt_path is not None
-            if stage == "fit" or not resuming:
+        original = self.hparams.original
+        if stage == "fit":
+            if original is None and self.requires_original:
+                raise ValueError(f"{type(self).__name__} unlearns an original network: set "
+                                 "model.init_args.original to the original's checkpoint (train "
+                                 "one with `unlearn-pl fit --config "
+                                 "configs/methods/original.yaml`)")
+            if original is not None:
                 self._check_original_is_safe()
-                load_network_weights(self.network, self.hparams.original, self.hparams.arch)
-                self._original_loaded = True
-        if stage == "fit" and not getattr(self, "_unlearning_ready", False):
-            self.setup_unlearning()
-            self._unlearning_ready = True
+            if not getattr(self, "_unlearning_ready", False):
+                self._prepare_unlearning()
+                self._unlearning_ready = True
+
+    def _prepare_unlearning(self) -> None:
+        """Run :meth:`setup_unlearning` on the original's weights, so frozen references are
+        copies of the original even when the module holds other weights (a checkpoint loaded
+        with ``load_from_checkpoint``); those weights are put back afterwards."""
+        original = self.hparams.original
+        held = None
+        if original is not None and self.weights_source != "original":
+            if self.weights_source != "random":
+                held = {k: v.clone() for k, v in self.network.state_dict().items()}
+            # Raises the loader's clear errors for a missing, unreadable or mismatched file.
+            load_network_weights(self.network, original, self.hparams.arch)
+            if held is None:
+                self.weights_source = "original"
+        self.setup_unlearning()
+        if held is not None:
+            try:
+                self.network.load_state_dict(held)
+            except RuntimeError as error:
+                raise ValueError(f"{type(self).__name__} cannot continue unlearning from the "
+                                 f"weights it holds ({self.weights_source}): {error}") from error
+
+    def _check_evaluated_weights(self) -> None:
+        """Before an evaluation outside a fit (after any checkpoint was restored): refuse weights
+        that are not a result (untrained ones or, for a method, the original's: its report would
+        show the original as the unlearned network) and a checkpoint's other forget request."""
+        self._check_forget_request()
+        name = type(self).__name__
+        fix = ("pass the checkpoint to evaluate (`unlearn-pl test --ckpt_path "
+               ".../checkpoints/last.ckpt`, `Trainer.test(ckpt_path=...)` or "
+               f"`{name}.load_from_checkpoint(path)`)")
+        if self.weights_source == "random":
+            missing = self.hparams.original
+            why = (f"its original {missing} does not exist" if missing is not None
+                   else "it was neither fitted nor loaded from a checkpoint")
+            raise ValueError(f"{name} holds randomly initialised weights ({why}), so there is "
+                             f"nothing to evaluate: {fix}")
+        if self.weights_source == "original" and self.requires_original:
+            raise ValueError(f"{name} holds the original network's weights (it was neither "
+                             "fitted nor loaded from a checkpoint), so its evaluation would "
+                             f"report the original as the unlearned network: {fix}; to evaluate "
+                             "the original itself, pass its checkpoint to "
+                             "unlearn_pl.report.evaluate or test it with the original's config")
 
     def setup_unlearning(self) -> None:
         """Hook: prepare method state from the original network (frozen copies, a widened head)
@@ -179,7 +245,17 @@ class UnlearningModule(LightningModule):
                         "another --trainer.default_root_dir or checkpoint dirpath")
 
     def on_fit_start(self) -> None:
+        self._check_forget_request()
         self._fit_started = time.perf_counter()
+
+    def on_train_start(self) -> None:
+        self.weights_source = "trained"
+
+    def on_test_start(self) -> None:
+        self._check_evaluated_weights()
+
+    def on_predict_start(self) -> None:
+        self._check_evaluated_weights()
 
     def _elapsed(self) -> float:
         if self._fit_started is None:
@@ -191,22 +267,62 @@ class UnlearningModule(LightningModule):
         self._fit_started = None
 
     def on_validation_start(self) -> None:
+        if self.trainer.state.fn == "validate":  # a fit checked in on_fit_start
+            self._check_evaluated_weights()
         self._validation_started = time.perf_counter() if self._fit_started is not None else None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["state_dict"]
         for key in [k for k in state if k.startswith("frozen.")]:
             del state[key]
-        checkpoint["unlearn_pl"] = {"fit_seconds": self._elapsed(),
-                                    "validation_seconds": self.validation_seconds}
+        record: dict[str, Any] = {"fit_seconds": self._elapsed(),
+                                  "validation_seconds": self.validation_seconds}
+        forget = self._forget_record()
+        if forget is not None:
+            record["forget"] = forget
+        checkpoint["unlearn_pl"] = record
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Frozen copies are not saved: give the strict loader the ones rebuilt in setup.
         checkpoint["state_dict"].update({f"frozen.{k}": v for k, v in
                                          self.frozen.state_dict().items()})
+        self.restore_record(checkpoint)
+
+    def restore_record(self, checkpoint: dict[str, Any]) -> None:
+        """Take what a checkpoint records beside the weights: the unlearning time and the forget
+        set it was unlearned for; from now on the module holds the checkpoint's weights."""
         saved = checkpoint.get("unlearn_pl", {})
         self.fit_seconds = float(saved.get("fit_seconds", 0.0))
         self.validation_seconds = float(saved.get("validation_seconds", 0.0))
+        self._checkpoint_forget = saved.get("forget")
+        self.weights_source = "checkpoint"
+
+    def _forget_record(self) -> dict[str, Any] | None:
+        """The forget request of the attached datamodule, its size and a digest of its ids."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        splits = getattr(datamodule, "splits", None)
+        if not self.forgets or splits is None or "forget" not in splits:
+            return None
+        ids = splits["forget"][2].long().sort().values
+        request = {k: v for k, v in dict(datamodule.hparams).items()  # type: ignore[union-attr]
+                   if (k.startswith("forget_") and k != "forget_batch_size" or k == "seed")
+                   and v is not None}
+        return {"request": request, "size": int(ids.numel()),
+                "digest": hashlib.sha256(ids.numpy().tobytes()).hexdigest()[:16]}
+
+    def _check_forget_request(self) -> None:
+        """Refuse to evaluate or continue a checkpoint on a forget set other than its own."""
+        saved = self._checkpoint_forget
+        if saved is None or self.weights_source != "checkpoint":
+            return
+        mine = self._forget_record()
+        if mine is not None and mine["digest"] != saved.get("digest"):
+            raise ValueError(
+                f"this {type(self).__name__} checkpoint was unlearned for the forget request "
+                f"{saved.get('request')} ({saved.get('size')} samples), but this run's "
+                f"datamodule asks for {mine['request']} ({mine['size']} samples): its numbers "
+                "would be meaningless. Use the data config of the run that wrote the checkpoint "
+                "(its config.yaml; splits.json lists the forget ids)")
 
     def on_before_backward(self, loss: Tensor) -> None:
         # Methods that ascend a loss (NegGrad, UNSIR) can diverge: stop before a non-finite
@@ -272,8 +388,7 @@ class UnlearningModule(LightningModule):
             raise ValueError(f"{bad} non-finite per-sample losses (NaN/inf) on the {split} split: "
                              "the network's outputs diverged; evaluation would be meaningless. "
                              "Use an earlier checkpoint or a lower learning rate.")
-        self.eval_accuracy[split].update(self.correct(logits, targets))
-        self.eval_loss[split].update(losses)
+        self.eval_samples[split].update(ids, self.correct(logits, targets), losses)
         nonmember = self.trainer.datamodule.mia_nonmember_split
         if split in ("forget", nonmember):
             task = "multilabel" if self.multilabel else "multiclass"
@@ -282,8 +397,8 @@ class UnlearningModule(LightningModule):
                                          dtype=torch.long)
             # The attack de-duplicates by (membership, id): DDP pads loaders with repeats.
             self.mia.update(features, membership, ids)
-        # Callbacks (report, comparison plots) read the per-sample losses from the step's
-        # outputs instead of running the network a second time.
+        # The per-sample losses as the step's outputs, for callbacks of users; the report and
+        # the runner read the de-duplicated ``last_samples`` instead.
         return {"losses": losses.detach(), "ids": ids}
 
     def validation_step(self, batch: Batch, batch_idx: int,
@@ -303,9 +418,14 @@ class UnlearningModule(LightningModule):
         """Compute (and reset) the accumulated evaluation: accuracies, losses, MIA, forgetting
         score and NoMUS, as plain floats keyed by the names logged without the stage prefix."""
         results: dict[str, float] = {}
+        self.last_samples = {}
         for split in self._eval_split_names():
-            results[f"acc_{split}"] = float(self.eval_accuracy[split].compute())
-            results[f"loss_{split}"] = float(self.eval_loss[split].compute())
+            # Each sample once (DDP pads with repeats), in id order: the same float64 sums on
+            # any number of processes.
+            samples = self.eval_samples[split].compute()
+            results[f"acc_{split}"] = float(samples["correct"].mean())
+            results[f"loss_{split}"] = float(samples["loss"].mean())
+            self.last_samples[split] = samples
         attack = self.mia.compute()
         results["mia"] = float(attack["accuracy"])
         results["mia_auc"] = float(attack["auc"])
@@ -313,14 +433,16 @@ class UnlearningModule(LightningModule):
         accuracy = self.heldout_accuracy(results)
         results["nomus"] = float(nomus(accuracy, results["forgetting_score"]))
         results["fit_seconds"] = self._elapsed()
-        for metric in [*self.eval_accuracy.values(), *self.eval_loss.values(), self.mia]:
-            metric.reset()
+        self._reset_evaluation()
         return results
+
+    def _reset_evaluation(self) -> None:
+        for metric in [*self.eval_samples.values(), self.mia]:
+            metric.reset()
 
     def _log_evaluation(self, stage: str) -> None:
         if self.trainer.sanity_checking:
-            for metric in [*self.eval_accuracy.values(), *self.eval_loss.values(), self.mia]:
-                metric.reset()
+            self._reset_evaluation()
             return
         results = self.evaluation_results()
         self.last_evaluation = results

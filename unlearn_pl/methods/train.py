@@ -23,11 +23,17 @@ class Train(UnlearningModule):
         **kwargs: :class:`UnlearningModule` arguments.
     """
 
+    requires_original = False
+
     def __init__(self, train_on: Literal["full", "retain"] = "full", lr: float = 0.05,
                  scheduler: Literal["none", "cosine", "onecycle"] = "onecycle",
                  **kwargs: Any) -> None:
         super().__init__(lr=lr, scheduler=scheduler, **kwargs)
         self.train_on = train_on
+
+    @property
+    def forgets(self) -> bool:
+        return self.train_on == "retain"
 
     @property
     def train_splits(self) -> tuple[str, ...]:  # type: ignore[override]

@@ -1,4 +1,5 @@
-"""Evaluation metrics: the MUFAC / DLFD membership inference attack, forgetting score and NoMUS."""
+"""Evaluation metrics: the MUFAC / DLFD membership inference attack, forgetting score and NoMUS,
+and the per-sample values every evaluation reads."""
 
 from unlearn_pl.metrics.mia import (
     ForgettingScore,
@@ -10,11 +11,13 @@ from unlearn_pl.metrics.mia import (
     membership_inference_attack,
     nomus,
 )
+from unlearn_pl.metrics.samples import PerSampleValues
 
 __all__ = [
     "ForgettingScore",
     "MembershipInferenceAttack",
     "NoMUS",
+    "PerSampleValues",
     "attack_features",
     "balance_membership",
     "forgetting_score",
