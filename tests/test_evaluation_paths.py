@@ -8,6 +8,7 @@ never sees a test sample; DDP counts every sample once.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from tests.conftest import NETWORK, make_datamodule, make_trainer, model_kwargs
+from tests.conftest import NETWORK, REPO, make_datamodule, make_trainer, model_kwargs
+from unlearn_pl.cli import main
 from unlearn_pl.methods import Train, UnlearningModule, available_methods
 from unlearn_pl.networks import build_network
 from unlearn_pl.report import evaluate
@@ -186,3 +188,45 @@ def test_ddp_counts_every_sample_once(original_ckpt: str, tmp_path: Path) -> Non
     assert set(single) == set(double)
     for key, value in single.items():
         assert double[key] == value, key
+
+
+# ---------------------------------------------------------------- the CLI
+CLI_DATA = ["--data", "unlearn_pl.data.SyntheticDataModule", "--data.num_samples", "192",
+            "--data.num_test", "96", "--data.image_size", "12", "--data.augment", "false",
+            "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
+            "--trainer.enable_model_summary", "false", "--model.init_args.arch", "tiny_cnn",
+            "--model.init_args.width", "0.5"]
+
+
+def _cli(subcommand: str, root: Path, *extra: str, forget: str = "[1]") -> None:
+    main([subcommand, "--config", str(REPO / "configs" / "methods" / "finetune.yaml"),
+          *CLI_DATA, "--data.forget_classes", forget, "--trainer.default_root_dir", str(root),
+          "--trainer.logger", "false", *extra])
+
+
+def test_cli_test_evaluates_the_checkpoint_without_its_original(
+        original_ckpt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.argv", ["unlearn-pl"])
+    original = tmp_path / "original" / "original.ckpt"
+    original.parent.mkdir()
+    shutil.copy(original_ckpt, original)
+    _cli("fit", tmp_path / "fit", "--model.init_args.original", str(original),
+         "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2")
+    (checkpoint,) = (tmp_path / "fit" / "checkpoints").glob("*.ckpt")
+    expected = _numbers(evaluate(checkpoint, make_datamodule()))
+
+    # A method config tested without a checkpoint would report the original as the result.
+    with pytest.raises(ValueError, match="holds the original network's weights"):
+        _cli("test", tmp_path / "no_ckpt", "--model.init_args.original", str(original))
+    assert not (tmp_path / "no_ckpt" / "report.json").exists()
+    # Another forget request than the checkpoint's is refused, naming both.
+    with pytest.raises(ValueError, match=r"\[1\].*\[2\]"):
+        _cli("test", tmp_path / "other", "--ckpt_path", str(checkpoint), forget="[2]")
+
+    original.unlink()  # the unlearned checkpoint holds every weight it needs
+    for extra in ([], ["--model.init_args.original", "null"]):
+        root = tmp_path / f"test{len(extra)}"
+        _cli("test", root, "--ckpt_path", str(checkpoint), *extra)
+        report = json.loads((root / "report.json").read_text())
+        assert report["weights"] == "checkpoint"
+        assert {k: report["metrics"][k] for k in expected} == expected

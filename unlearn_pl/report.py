@@ -309,7 +309,8 @@ def render_markdown(record: Mapping[str, Any]) -> str:
              f"(seed {record['forget_request'].get('seed')})",
              f"- MIA members: forget; non-members: {dataset['mia_nonmember_split']}; "
              f"forgetting_score = {FS_SCALE}",
-             f"- checkpoint: {record.get('checkpoint')}; written {record['timestamp']}"]
+             f"- evaluated: the {record.get('weights', 'unknown')} weights; checkpoint: "
+             f"{record.get('checkpoint')}; written {record['timestamp']}"]
     if reference is None:
         lines += ["", "| metric | result |", "|---|---:|"]
         lines += [f"| {k} | {_format(k, v)} |" for k, v in results.items()]
@@ -493,6 +494,9 @@ class UnlearningReport(Callback):
             "dataset": self._dataset_record(datamodule),
             "forget_request": self._forget_request(datamodule),
             "checkpoint": _plain(trainer.ckpt_path),
+            # What was evaluated: the weights of a checkpoint, of the fit just run, of a network
+            # given by the caller, or (Train only) the original's.
+            "weights": getattr(pl_module, "weights_source", "unknown"),
             "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "versions": _versions(),
             "reference": None,
