@@ -126,6 +126,57 @@ def test_unsir_impair_then_repair_with_own_labels_and_resume(
     assert trainer.global_step == 2 * stepped
 
 
+class OptimiserState(Callback):
+    """At each epoch's first batch: the epoch and Adam's step count per parameter (0 when the
+    optimiser holds no state for it); at the end of the fit, the same counts."""
+
+    def __init__(self) -> None:
+        self.at_epoch_start: dict[int, set[int]] = {}
+        self.at_end: set[int] = set()
+
+    @staticmethod
+    def steps(trainer: Trainer) -> set[int]:
+        optimizer = trainer.optimizers[0]
+        return {int(optimizer.state[p]["step"]) if "step" in optimizer.state[p] else 0
+                for group in optimizer.param_groups for p in group["params"]}
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if batch_idx == 0:
+            self.at_epoch_start[trainer.current_epoch] = self.steps(trainer)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.at_end = self.steps(trainer)
+
+
+def test_unsir_repair_starts_from_a_fresh_optimiser(original_ckpt: str, tmp_path: Path) -> None:
+    # Reference: a new Adam for the repair step. Epoch 0 impairs, epochs 1 and 2 repair: the
+    # moments are dropped once, at the start of epoch 1, also when a run resumes there.
+    datamodule = make_datamodule()
+    hp: dict[str, Any] = dict(retain_subset=0.5, noise_steps=2)
+    stepped = math.ceil(0.5 * math.ceil(len(datamodule.splits["retain"][2])
+                                        / datamodule.batch_size))
+
+    def run(folder: str, epochs: int, ckpt_path: str | None = None) -> OptimiserState:
+        module = UNSIR(original=original_ckpt, **hp, **model_kwargs(datamodule))
+        state = OptimiserState()
+        checkpoint = ModelCheckpoint(dirpath=tmp_path / folder, save_top_k=-1,
+                                     filename="{epoch}")
+        trainer = make_trainer(tmp_path, max_epochs=epochs, limit_val_batches=0,
+                               callbacks=[state, checkpoint])
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        return state
+
+    straight = run("straight", 3)
+    assert straight.at_epoch_start == {0: {0}, 1: {0}, 2: {stepped}}
+    assert straight.at_end == {2 * stepped}  # the repair steps only
+    after_impair = run("impair", 3, str(tmp_path / "straight" / "epoch=0.ckpt"))
+    assert after_impair.at_epoch_start == {1: {0}, 2: {stepped}}
+    after_repair = run("repair", 3, str(tmp_path / "straight" / "epoch=1.ckpt"))
+    assert after_repair.at_epoch_start == {2: {stepped}}  # repair's state carries on
+    assert after_repair.at_end == {2 * stepped}
+
+
 def test_unsir_sample_wise_noise_follows_each_forget_sample(original_ckpt: str,
                                                             tmp_path: Path) -> None:
     datamodule = make_datamodule(forget_fraction=0.25)

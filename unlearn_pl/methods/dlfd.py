@@ -142,13 +142,17 @@ class DLFD(UnlearningModule):
       The code does the same over the batches of its single epoch.
     * The OT term is computed on the **perturbed** retain features, so it drives ``δ``. The
       code computes it on the clean retain logits, where it has no gradient with respect to
-      ``δ`` and the ascent only minimises the classification loss;
-      ``authors_code=True`` reproduces that (for users who need the published numbers).
+      ``δ`` and the ascent only minimises the classification loss. ``authors_code=True`` makes
+      this one change and nothing else: the perturbation keeps this class's pixel-space steps,
+      ``epsilon`` bound and pixel clamp, and training stays in train mode, so it does not
+      reproduce the code's other departures below nor its published numbers.
     * The perturbation lives in **pixel space** [0, 1] (the network normalises internally) with
-      an L∞ bound. The code takes unbounded sign steps of 2.0 (RAF-DB) / 0.4 (MUFAC) in
-      *normalised* units, i.e. ≈ 0.45 / 0.09 pixel units per step, and clamps the normalised
-      image to [0, 1], which wipes out every below-mean pixel: the perturbed inputs are hardly
-      images any more. We default to 20 steps of 2/255 inside an ε = 8/255 ball, the usual
+      an L∞ bound. The code takes unbounded sign steps of 2.0 (RAF-DB, normalised with mean =
+      std = 0.5) / 0.4 (MUFAC, ImageNet std ≈ 0.225) in *normalised* units, i.e. 1.0 / ≈ 0.09
+      pixel units per step, and clamps the normalised image to [0, 1], which maps every pixel
+      below the mean to the mean and every pixel above mean + std to mean + std (RAF-DB keeps
+      only pixel values in [0.5, 1]): the perturbed inputs are hardly images any more. We
+      default to 20 steps of 2/255 inside an ε = 8/255 ball, the usual
       PGD budget for "imperceptible" L∞ perturbations: the retain samples stay recognisably
       themselves while their feature distribution moves away from the forget set's. Set
       ``epsilon: null`` and a larger ``step_size`` to explore larger budgets.
@@ -174,8 +178,9 @@ class DLFD(UnlearningModule):
             seeded from ``(seed, step, sample id)``, instead of at zero (paper).
         ot_method: ``sinkhorn`` (entropic, log domain) or ``emd`` (exact).
         sinkhorn_epsilon: entropic regularisation of Sinkhorn (0.01).
-        authors_code: take the OT term on clean retain features as the released code does (it
-            then has zero gradient with respect to ``δ``).
+        authors_code: take the OT term on the clean retain features, as the released code
+            does (it then has zero gradient with respect to ``δ``); it reproduces no other
+            part of the released code.
         save_threshold: the paper's other model selection: also log
             ``{val,test}/accuracy_below_threshold``, the held-out accuracy when the forgetting
             score is strictly below this value (paper scale) and −1 otherwise; select with

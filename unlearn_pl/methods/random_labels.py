@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -62,9 +62,22 @@ class RandomLabels(UnlearningModule):
 
     The "Random Labels" baseline of Golatkar, Achille & Soatto, "Eternal Sunshine of the Spotless
     Net: Selective Forgetting in Deep Networks" (CVPR 2020), also used by Graves et al. (AAAI
-    2021) and SalUn (Fan et al., ICLR 2024). Each step minimises the cross-entropy of one batch
-    that holds a retain batch with true labels and a forget batch with labels ỹ ~ U({1..C}∖{y}):
-    ``L = CE(f(x), y) over x ∈ B_r ∪ B_f``, with ``ỹ`` replacing ``y`` on ``B_f``.
+    2021) and SalUn (Fan et al., ICLR 2024). Each step minimises the cross-entropy of a batch of
+    retain samples with their true labels and forget samples with labels ỹ ~ U({1..C}∖{y}):
+    ``L = CE(f(x), y)`` over the batch, with ``ỹ`` replacing ``y`` on forget samples.
+
+    How forget and retain samples are mixed (``mix``):
+
+    * ``union`` (default, as the public code of SalUn and of the Bad Teaching / SSD ports): one
+      epoch is one pass over the training set D = D_r ∪ D_f shuffled together, so every sample
+      is seen once per epoch and forget samples make up |D_f|/|D| of the epoch (and, on
+      average, of every batch of ``batch_size``).
+    * ``paired``: each step holds a retain batch of ``batch_size`` and a forget batch of the
+      datamodule's ``forget_batch_size`` (default ``batch_size``); one epoch is one pass over
+      D_r with the forget set cycled, so forget samples are
+      ``forget_batch_size / (batch_size + forget_batch_size)`` of every step (one half by
+      default) and D_f is replayed about ``|D_r|·forget_batch_size / (batch_size·|D_f|)`` times
+      per epoch (about 9 times for one class of CIFAR-10).
 
     Deliberate differences from public code:
 
@@ -73,25 +86,43 @@ class RandomLabels(UnlearningModule):
     * labels come from a generator seeded by ``(seed, epoch, sample id)`` instead of the global
       RNG, so a resumed or distributed run draws the same labels.
 
-    One epoch is one pass over D_r, the forget set cycled alongside (the public code shuffles
-    D_r ∪ D_f into one loader; here each step holds ``batch_size`` retain and
-    ``forget_batch_size`` forget samples: set the datamodule's ``forget_batch_size`` to about
-    ``batch_size·|D_f|/|D_r|`` to match the union's proportion). Multiclass tasks only.
+    Multiclass tasks only.
 
     Args:
         original: the original network's checkpoint.
         lr: learning rate (a fine-tuning rate).
+        mix: ``union`` (one shuffled pass over D_r ∪ D_f) or ``paired`` (a retain and a forget
+            batch per step, the forget set cycled).
         **kwargs: :class:`UnlearningModule` arguments.
     """
 
-    train_splits = ("retain", "forget")
-    epoch_split = "retain"
     relabel_every_epoch: ClassVar[bool] = True
-
     supports_multilabel = False
+    forget_ids: Tensor
 
-    def __init__(self, original: str | None = None, lr: float = 0.01, **kwargs: Any) -> None:
+    def __init__(self, original: str | None = None, lr: float = 0.01,
+                 mix: Literal["union", "paired"] = "union", **kwargs: Any) -> None:
+        if mix not in ("union", "paired"):
+            raise ValueError(f"mix must be 'union' or 'paired', got {mix!r}")
         super().__init__(original=original, lr=lr, **kwargs)
+        self.register_buffer("forget_ids", torch.empty(0, dtype=torch.long), persistent=False)
+
+    @property
+    def train_splits(self) -> tuple[str, ...]:  # type: ignore[override]
+        return ("train",) if self.hparams.mix == "union" else ("retain", "forget")
+
+    @property
+    def epoch_split(self) -> str:  # type: ignore[override]
+        return self.train_splits[0]
+
+    def setup_unlearning(self) -> None:
+        if self.hparams.mix == "union":
+            datamodule = getattr(self._trainer, "datamodule", None)
+            if datamodule is None:
+                raise RuntimeError(f"{type(self).__name__} needs an UnlearningDataModule (it "
+                                   "names the forget samples of the training set)")
+            # Derived from the datamodule on every rank: rebuilt, never checkpointed.
+            self.forget_ids = datamodule.splits["forget"][2].to(self.device)
 
     def forget_labels(self, targets: Tensor, ids: Tensor) -> Tensor:
         """The wrong labels the forget samples ``ids`` are trained on in the current epoch."""
@@ -100,13 +131,23 @@ class RandomLabels(UnlearningModule):
                                    self.hparams.seed, epoch)
 
     def training_step(self, batch: dict[str, Batch], batch_idx: int) -> Tensor:
-        retain_x, retain_y, _ = batch["retain"]
-        forget_x, forget_y, forget_ids = batch["forget"]
-        # One forward over both, as in training on the relabelled union (shared BN statistics).
-        logits = self(torch.cat([retain_x, forget_x]))
-        targets = torch.cat([retain_y, self.forget_labels(forget_y, forget_ids)])
-        loss = self.loss(logits, targets)
+        if self.hparams.mix == "union":
+            images, targets, ids = batch["train"]
+            forget = torch.isin(ids, self.forget_ids)
+            targets = targets.clone()
+            targets[forget] = self.forget_labels(targets[forget], ids[forget])
+            forget_count = int(forget.sum())
+        else:
+            retain_x, retain_y, _ = batch["retain"]
+            forget_x, forget_y, forget_ids = batch["forget"]
+            # One forward over both, as in training on the relabelled union (shared BN
+            # statistics).
+            images = torch.cat([retain_x, forget_x])
+            targets = torch.cat([retain_y, self.forget_labels(forget_y, forget_ids)])
+            forget_count = len(forget_y)
+        loss = self.loss(self(images), targets)
         self.log("train/loss", loss, prog_bar=True)
+        self.log("train/forget_share", forget_count / len(targets))
         return loss
 
 
@@ -117,10 +158,10 @@ class Amnesiac(RandomLabels):
 
     Graves, Nagisetty & Ganesh, "Amnesiac Machine Learning" (AAAI 2021), §"Unlearning" by
     relabelling; public ports (Chundawat et al.'s Bad Teaching and SSD code) train 3 epochs at
-    lr 1e-4 on the shuffled union D_r ∪ relabelled D_f (this package's config: 2 epochs at
-    lr 0.01, which forgets the class on the embedded digits). The paper's *other* method,
-    also called "amnesiac unlearning", which subtracts the parameter updates stored for the
-    batches that held sensitive data, is a different method and is not this class.
+    lr 1e-4 on the shuffled union D_r ∪ relabelled D_f (``mix="union"``, the default). The
+    paper's *other* method, also called "amnesiac unlearning", which subtracts the parameter
+    updates stored for the batches that held sensitive data, is a different method and is not
+    this class.
 
     The label of sample ``i`` is ỹ_i ~ U({1..C}∖{y_i}) from a generator seeded by ``(seed, i)``:
     the same in every epoch, on every rank, after a resume. Differences from public code and the
@@ -129,6 +170,7 @@ class Amnesiac(RandomLabels):
     Args:
         original: the original network's checkpoint.
         lr: learning rate.
+        mix: ``union`` or ``paired``, as in :class:`RandomLabels`.
         **kwargs: :class:`UnlearningModule` arguments.
     """
 

@@ -86,7 +86,9 @@ class UNSIR(UnlearningModule):
        ``round(noise_ratio·B)`` noise samples appended (drawn by cycling a seeded permutation of
        all noise samples, offset by batch and rank), loss = the task loss on the mixed batch.
     3. **Repair** (every later epoch, learning rate ``repair_lr``): the task loss on retain
-       batches.
+       batches, with a **fresh optimiser**: its state (Adam moments, SGD momentum) is cleared
+       at the start of the first repair epoch, as the reference builds a new optimiser for the
+       repair step. Later repair epochs continue that state.
 
     Each epoch trains on the first ``ceil(retain_subset · batches)`` batches of the (seeded,
     per-epoch shuffled) retain loader, so a fresh random ``retain_subset`` share of D_r each
@@ -112,7 +114,7 @@ class UNSIR(UnlearningModule):
     Args:
         original: the original network's checkpoint (required).
         lr: impair learning rate (reference: Adam, 0.02).
-        repair_lr: repair learning rate (reference: Adam, 0.01).
+        repair_lr: repair learning rate of the fresh repair optimiser (reference: Adam, 0.01).
         optimizer: optimiser (reference: ``adam``).
         weight_decay: weight decay (reference: 0).
         retain_subset: share of the retain batches trained on per epoch, in (0, 1] (reference:
@@ -155,6 +157,8 @@ class UNSIR(UnlearningModule):
         self.automatic_optimization = False
         self.register_buffer("noise", torch.empty(0), persistent=False)
         self.register_buffer("noise_targets", torch.empty(0, dtype=torch.long), persistent=False)
+        # Whether the optimiser state was reset for repair (saved: a resume must not redo it).
+        self.repair_started = False
 
     # ------------------------------------------------------------------ noise
     def setup_unlearning(self) -> None:
@@ -217,7 +221,11 @@ class UNSIR(UnlearningModule):
         impair = self.is_impair_epoch(self.current_epoch)
         if impair and self.noise.numel() == 0:
             self.learn_noise()
-        for group in self.trainer.optimizers[0].param_groups:
+        optimizer = self.trainer.optimizers[0]
+        if not impair and not self.repair_started:
+            optimizer.state.clear()  # the reference's new optimiser for the repair step
+            self.repair_started = True
+        for group in optimizer.param_groups:
             group["lr"] = self.hparams.lr if impair else self.hparams.repair_lr
 
     def training_step(self, batch: dict[str, Batch], batch_idx: int) -> Tensor | None:
@@ -236,7 +244,8 @@ class UNSIR(UnlearningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         checkpoint["unsir"] = {"noise": self.noise.detach().cpu(),
-                               "noise_targets": self.noise_targets.detach().cpu()}
+                               "noise_targets": self.noise_targets.detach().cpu(),
+                               "repair_started": self.repair_started}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
@@ -244,3 +253,4 @@ class UNSIR(UnlearningModule):
         if state is not None:
             self.noise = state["noise"].to(self.noise.device)
             self.noise_targets = state["noise_targets"].to(self.noise_targets.device)
+            self.repair_started = bool(state.get("repair_started", False))
