@@ -52,24 +52,28 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
+from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from unlearn_pl.cli import UnlearnCLI
 from unlearn_pl.data import UnlearningDataModule
 from unlearn_pl.methods import UnlearningModule, available_methods
+from unlearn_pl.report import sample_losses
 from unlearn_pl.utils import atomic_write_text
 
 __all__ = ["SETTINGS", "CompareInputError", "Setting", "available_method_configs",
-           "available_settings", "compare", "main", "markdown_table", "summarize"]
+           "available_settings", "compare", "default_configs_dir", "main", "markdown_table",
+           "summarize"]
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+# The shipped configs: package data of unlearn_pl (unlearn_pl/configs; the top-level configs/ of a
+# checkout is a symlink to it), so an installed wheel finds them as an editable install does.
+CONFIGS = Path(str(resources.files("unlearn_pl") / "configs"))
 REFERENCES = ("original", "retrain")
 # Every number of a row, in table order; the class-wise ones only exist for class-wise requests.
 METRICS = ("acc_retain", "acc_forget", "acc_unseen", "acc_retain_test", "acc_forget_test", "mia",
@@ -163,6 +167,13 @@ SETTINGS: dict[str, Setting] = {
 
 
 # --------------------------------------------------------------------------- discovery
+def default_configs_dir() -> Path:
+    """The folder of the shipped configs (``data/``, ``methods/``, ``trainer/``): inside the
+    installed package, and the same files as a checkout's top-level ``configs/``. Copy it to
+    edit the configs or to give ``unlearn-pl fit --config`` their paths."""
+    return CONFIGS
+
+
 def available_settings(configs_dir: str | os.PathLike[str] | None = None) -> list[str]:
     """Names of the data configs in ``configs/data`` (each one is a setting)."""
     return sorted(p.stem for p in (Path(configs_dir or CONFIGS) / "data").glob("*.yaml"))
@@ -232,34 +243,14 @@ def _resolve_trainer(trainer: str, configs_dir: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- one run
-class _PerSampleLosses(Callback):
-    """Collects the per-sample loss of the forget set and of the attack's non-members during
-    ``trainer.test`` (the MIA's only feature), for the loss histograms."""
-
-    def __init__(self) -> None:
-        self.losses: dict[str, list[torch.Tensor]] = {}
-        self.nonmember = "unseen"
-
-    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.losses = {"forget": [], "nonmember": []}
-        self.nonmember = trainer.datamodule.mia_nonmember_split  # type: ignore[attr-defined]
-
-    def on_test_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any,
-                          batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        split = trainer.datamodule.eval_splits[dataloader_idx]  # type: ignore[attr-defined]
-        key = "forget" if split == "forget" else "nonmember" if split == self.nonmember else None
-        if key is None:
-            return
-        self.losses[key].append(outputs["losses"])  # UnlearningModule.test_step's per-sample loss
-
-    def gathered(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, list[float]]:
-        out = {}
-        for key, parts in self.losses.items():
-            values = torch.cat(parts) if parts else torch.zeros(0)
-            if trainer.world_size > 1:  # the distributed sampler pads every rank to equal length
-                values = pl_module.all_gather(values.to(pl_module.device)).flatten()
-            out[key] = [round(float(v), 6) for v in values.cpu()]
-        return out
+def _per_sample_losses(trainer: Trainer, model: LightningModule) -> dict[str, Any]:
+    """The per-sample losses of the last test (forget and the attack's non-members, each sample
+    once), from the module's own evaluation: the loss histograms' data."""
+    nonmember = trainer.datamodule.mia_nonmember_split  # type: ignore[attr-defined]
+    losses = sample_losses(model, ("forget", nonmember))  # type: ignore[arg-type]
+    return {"nonmember_split": nonmember,
+            "losses": {"forget": [round(v, 6) for v in losses["forget"]],
+                       "nonmember": [round(v, 6) for v in losses[nonmember]]}}
 
 
 @dataclass
@@ -332,8 +323,6 @@ def _fingerprint_config(cli: UnlearnCLI) -> dict[str, Any]:
 
 def _fit_and_test(cli: UnlearnCLI) -> dict[str, Any]:
     trainer, model = cli.trainer, cli.model
-    losses = _PerSampleLosses()
-    trainer.callbacks.append(losses)  # type: ignore[attr-defined]
     start = time.perf_counter()
     trainer.fit(model, datamodule=cli.datamodule)
     wall = time.perf_counter() - start
@@ -342,17 +331,14 @@ def _fit_and_test(cli: UnlearnCLI) -> dict[str, Any]:
     return {**evaluation, "fit_seconds": float(model.fit_seconds), "wall_seconds": wall,
             "validation_seconds": float(model.validation_seconds),
             "class_path": f"{type(model).__module__}.{type(model).__name__}",
-            "nonmember_split": losses.nonmember, "losses": losses.gathered(trainer, model),
-            "log_dir": trainer.log_dir}
+            **_per_sample_losses(trainer, model), "log_dir": trainer.log_dir}
 
 
 def _test_only(cli: UnlearnCLI) -> dict[str, Any]:
-    losses = _PerSampleLosses()
-    cli.trainer.callbacks.append(losses)  # type: ignore[attr-defined]
     cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
     evaluation = dict(cli.model.last_evaluation)  # type: ignore[attr-defined]
-    return {**evaluation, "nonmember_split": losses.nonmember,
-            "losses": losses.gathered(cli.trainer, cli.model), "log_dir": cli.trainer.log_dir}
+    return {**evaluation, **_per_sample_losses(cli.trainer, cli.model),
+            "log_dir": cli.trainer.log_dir}
 
 
 def _is_rank_zero() -> bool:
@@ -697,7 +683,8 @@ def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int
             (:data:`SETTINGS`), else the reference configs' own.
         num_threads: torch threads during the run; default the setting's.
         progress: show Lightning's progress bars and model summaries.
-        configs_dir: the ``configs`` folder (default: the repository's).
+        configs_dir: the ``configs`` folder (default: the shipped configs,
+            :func:`default_configs_dir`).
 
     Returns:
         One row per method, seed and method seed (original and retrain first): every number
@@ -801,7 +788,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="epochs of original and retrain (default: the setting's)")
     parser.add_argument("--num-threads", type=int, default=None,
                         help="torch threads (default: the setting's, else torch's)")
-    parser.add_argument("--configs-dir", default=None, help="the configs folder")
+    parser.add_argument("--configs-dir", default=None,
+                        help=f"the configs folder (default: the shipped configs, {CONFIGS})")
     parser.add_argument("--progress", action="store_true",
                         help="show progress bars and Lightning's messages")
     return parser
