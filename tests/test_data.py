@@ -61,9 +61,10 @@ def test_forget_ids_file_and_groups(tmp_path: Path) -> None:
 def test_unseen_is_carved_from_train_when_there_is_no_held_out_split() -> None:
     dm = DigitsDataModule(forget_classes=[3], seed=0)
     ids = dm.split_ids()
-    assert not set(ids["unseen"]) & set(ids["train"])
-    assert len(ids["unseen"]) + len(ids["train"]) == 1797
-    assert abs(len(ids["unseen"]) / 1797 - 0.2) < 0.01
+    held_out = ids["unseen"] + ids["validation/unseen"]
+    assert not set(held_out) & set(ids["train"])
+    assert len(held_out) + len(ids["train"]) == 1797
+    assert abs(len(held_out) / 1797 - 0.2) < 0.01
 
 
 def test_splits_are_written_next_to_the_run(tmp_path: Path) -> None:
@@ -111,7 +112,7 @@ def test_combined_train_loader_counts_epochs_over_the_chosen_split() -> None:
 
 def test_evaluation_loaders_never_augment_and_probe_is_bounded() -> None:
     dm = make_datamodule(augment=True, eval_max_samples=10)
-    images, _, _ = dm.splits["unseen"]
+    images, _, _ = dm.splits["validation/unseen"]
     loader = dm.val_dataloader()[2]
     x, _, ids = next(iter(loader))
     assert len(loader.dataset) == 10
@@ -122,7 +123,7 @@ def test_evaluation_loaders_never_augment_and_probe_is_bounded() -> None:
 
 
 def _positions(dm: UnlearningDataModule, ids: torch.Tensor) -> torch.Tensor:
-    all_ids = dm.splits["unseen"][2].tolist()
+    all_ids = dm.splits["validation/unseen"][2].tolist()
     return torch.tensor([all_ids.index(i) for i in ids.tolist()])
 
 

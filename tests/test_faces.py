@@ -277,8 +277,9 @@ def test_celeba_subset_carve_and_sample_requests(celeba_root: Path) -> None:
     dm.setup()
     ids = dm.split_ids()
     assert dm.data.test_images is None and dm.data.train_groups is None
-    assert len(ids["unseen"]) == 2 and len(ids["train"]) == 6 and len(ids["forget"]) == 2
-    assert not set(ids["unseen"]) & set(ids["train"])
+    held_out = ids["unseen"] + ids["validation/unseen"]
+    assert len(held_out) == 2 and len(ids["train"]) == 6 and len(ids["forget"]) == 2
+    assert not set(held_out) & set(ids["train"])
     with pytest.raises(ValueError, match="needs a multiclass task"):
         CelebADataModule(str(celeba_root), forget_classes=[0], **SMALL).setup()
 

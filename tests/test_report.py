@@ -169,3 +169,17 @@ def test_reference_from_another_request_is_refused(runs: dict[str, Any], tmp_pat
 def test_missing_reference_is_refused(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="retrain run"):
         UnlearningReport(reference=str(tmp_path / "nowhere.json"))
+
+
+def test_small_attacks_are_warned_in_the_report_files(original_ckpt: str, tmp_path: Path) -> None:
+    for count, warned in ((6, True), (40, False)):
+        report = UnlearningReport(print_table=False)
+        make_trainer(tmp_path / str(count), callbacks=[report]).test(
+            Train.load_from_checkpoint(original_ckpt), datamodule=make_datamodule(
+                forget_count=count), verbose=False)
+        record = json.loads((tmp_path / str(count) / "report.json").read_text())
+        markdown = (tmp_path / str(count) / "report.md").read_text()
+        assert bool(record["warnings"]) == warned
+        if warned:
+            assert f"{count} members" in record["warnings"][0]
+            assert f"- warning: {record['warnings'][0]}" in markdown

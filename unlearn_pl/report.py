@@ -311,6 +311,7 @@ def render_markdown(record: Mapping[str, Any]) -> str:
              f"forgetting_score = {FS_SCALE}",
              f"- evaluated: the {record.get('weights', 'unknown')} weights; checkpoint: "
              f"{record.get('checkpoint')}; written {record['timestamp']}"]
+    lines += [f"- warning: {warning}" for warning in record.get("warnings", [])]
     if reference is None:
         lines += ["", "| metric | result |", "|---|---:|"]
         lines += [f"| {k} | {_format(k, v)} |" for k, v in results.items()]
@@ -501,6 +502,9 @@ class UnlearningReport(Callback):
             "versions": _versions(),
             "reference": None,
             "gaps": None,
+            # Attacks too small to honour their test fold size: the numbers are coarse.
+            "warnings": datamodule.small_sample_warnings(
+                test_size=pl_module.mia.test_size, balance=pl_module.mia.balance),
         }
         panels = [(f"result: {record['method']} (MIA {results['mia']:.3f}, "
                    f"FS {results['forgetting_score']:.3f})", losses)]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from lightning.pytorch import LightningDataModule
+from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.utilities import CombinedLoader
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch import Tensor
@@ -23,8 +25,15 @@ TRAIN_SPLITS = ("train", "retain", "forget")
 SplitName = Literal["train", "retain", "forget", "unseen", "retain_test", "forget_test"]
 
 
+#: The membership inference attack needs at least this many members and non-members.
+MIN_ATTACK_SAMPLES = 2
+
 # Splits of a dataset's validation set (``validation/unseen``, ...): the probe's held-out data.
 VALIDATION_PREFIX = "validation/"
+# The held-out splits: the test's, and (prefixed) the validation probe's.
+HELD_OUT_SPLITS = ("unseen", "retain_test", "forget_test")
+# Offset of the seed that carves a validation split off the held-out data (its own stream).
+VALIDATION_SEED = 10_007
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -34,35 +43,87 @@ def _generator(seed: int) -> torch.Generator:
 class EpochShuffleSampler(Sampler[int]):
     """Shuffles with a permutation derived from ``(seed, epoch)`` only.
 
-    Lightning calls :meth:`set_epoch` every epoch, so a run resumed from a checkpoint sees the
-    same order as an uninterrupted one (a global-RNG shuffle would differ after a resume).
+    Lightning calls :meth:`set_epoch` every epoch (under DDP through the
+    ``DistributedSamplerWrapper`` it wraps this sampler in), so a run resumed from a checkpoint
+    sees the same order as an uninterrupted one (a global-RNG shuffle would differ after a
+    resume).
+
+    With ``tag_epoch`` (augmented training loaders) it yields ``(index, epoch, draw)`` instead
+    of ``index``: :class:`~unlearn_pl.data.core.ImageTensorDataset` seeds each sample's
+    augmentation from them, so the epoch reaches the dataset even in loader worker processes
+    and through DDP's wrapper. ``draw`` counts the passes over this sampler within the epoch,
+    so a short loader cycled within an epoch gets fresh augmentations every pass.
+
+    Args:
+        length: the dataset's length.
+        seed: seed of the permutations.
+        epoch: the epoch to start at (the trainer's, when a resumed run builds its loaders:
+            worker processes prefetch before Lightning's first :meth:`set_epoch`).
+        shuffle: ``False`` keeps the dataset's order (a sampler only to carry the epoch).
+        tag_epoch: yield ``(index, epoch, draw)``.
     """
 
-    def __init__(self, length: int, seed: int) -> None:
-        self.length, self.seed, self.epoch = length, seed, 0
+    def __init__(self, length: int, seed: int, epoch: int = 0, shuffle: bool = True,
+                 tag_epoch: bool = False) -> None:
+        self.length, self.seed, self.epoch = length, seed, epoch
+        self.shuffle, self.tag_epoch = shuffle, tag_epoch
+        self._draws = 0
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        # Only a new epoch restarts the pass count: Lightning may draw the first pass of an
+        # epoch (prefetching workers) before it calls set_epoch with that same epoch.
+        if epoch != self.epoch:
+            self.epoch, self._draws = epoch, 0
 
     def __len__(self) -> int:
         return self.length
 
     def __iter__(self):  # type: ignore[no-untyped-def]
-        generator = _generator(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.length, generator=generator).tolist())
+        if self.shuffle:
+            generator = _generator(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.length, generator=generator).tolist()
+        else:
+            order = list(range(self.length))
+        if not self.tag_epoch:
+            return iter(order)
+        draw, self._draws = self._draws, self._draws + 1
+        return iter([(i, self.epoch, draw) for i in order])
 
 
 def read_id_file(path: str | os.PathLike[str]) -> list[int]:
     """Read sample ids from a deletion-request file: a JSON list or integers separated by
-    whitespace or commas (one per line is the usual form)."""
-    text = Path(path).read_text()
+    whitespace or commas (one per line is the usual form).
+
+    Every id must be written as an integer: ``4.9``, ``5.0``, ``1e3``, ``true`` or ``"5"`` are
+    refused (naming the value and the file), never rounded or cast to a sample.
+    """
+    fix = "write one integer sample id per line, or a JSON list of integers"
     try:
-        is_json = text.lstrip().startswith("[")
-        values = json.loads(text) if is_json else text.replace(",", " ").split()
-        return [int(v) for v in values]
-    except (ValueError, TypeError) as error:
-        raise ValueError(f"forget_ids file {path} holds a value that is not an integer sample "
-                         f"id ({error}); write one integer id per line") from error
+        text = Path(path).read_text()
+    except UnicodeDecodeError as error:
+        raise ValueError(f"forget_ids file {path} is not a text file ({error}); {fix}") from None
+    if text.lstrip().startswith("["):
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"forget_ids file {path} starts like a JSON list but is not valid "
+                             f"JSON ({error}); {fix}") from None
+        # bool is a subclass of int: ``true`` would silently become sample 1.
+        bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int)]
+        if bad:
+            raise ValueError(f"forget_ids file {path} holds {json.dumps(bad[0])}, which is not an "
+                             f"integer sample id ({len(bad)} such value(s)); {fix}")
+        ids = list(values)
+    else:
+        tokens = text.replace(",", " ").split()
+        bad = [t for t in tokens if not re.fullmatch(r"[+-]?[0-9]+", t)]
+        if bad:
+            raise ValueError(f"forget_ids file {path} holds {bad[0]!r}, which is not an integer "
+                             f"sample id ({len(bad)} such value(s)); {fix}")
+        ids = [int(t) for t in tokens]
+    if not ids:
+        raise ValueError(f"forget_ids file {path} holds no sample id; {fix}")
+    return ids
 
 
 def resolve_forget_set(targets: Tensor, pool: Tensor, *, task: Task = "multiclass",
@@ -156,6 +217,10 @@ class UnlearningDataModule(LightningDataModule):
         (held-out data never trained on: the official test split, or ``unseen_fraction`` of train
         carved off with ``seed``), and for class-wise or group-wise requests ``retain_test`` /
         ``forget_test`` (the held-out samples of the remaining vs forgotten classes or groups).
+        The validation probe (every ``val/`` metric, so every decision made while training)
+        evaluates ``validation/unseen`` (and ``validation/*_test``) instead: the dataset's own
+        validation split, or ``val_fraction`` of the held-out data carved off and removed from
+        the test splits. No test sample ever reaches a ``val/`` metric.
 
     Exactly one forget request: ``forget_classes``, ``forget_fraction``, ``forget_count``,
     ``forget_ids`` (a deletion-request file of training sample ids), ``forget_groups`` or
@@ -182,17 +247,21 @@ class UnlearningDataModule(LightningDataModule):
             a run on the same split in another order (``unlearn-pl-compare --method-seeds``).
         unseen_fraction: share of train carved off as unseen data when the dataset has no
             official held-out split.
+        val_fraction: share of the held-out data carved off (seeded, stratified by class, or by
+            group for ``forget_groups``) as the validation split when the dataset has none of
+            its own (``ImageData.val_images``: FER2013's PublicTest); the test splits keep the
+            rest.
         eval_max_samples: per-split bound of the validation probe (seeded subset), which keeps
             mid-training checks cheap; ``None`` evaluates full splits. Test always uses full splits.
-            Where the dataset has a validation split (``ImageData.val_images``: FER2013's
-            PublicTest), the probe's held-out splits (``unseen``, ``retain_test``,
-            ``forget_test``) are drawn from it, so checks never see the test split.
         probe_splits: the splits of the validation probe: ``all`` (every evaluation split) or
             ``minimal``, only those the forgetting score and NoMUS need (``forget``, the attack's
             non-member split and the held-out accuracy's split). Minimal drops ``retain``
             (sample-wise) or ``retain`` and ``unseen`` (class-wise): cheaper online monitoring
             (DLFD's dynamic forgetting), no ``val/acc_retain``. Test always uses every split.
-        augment: augment training loaders (evaluation never is).
+        augment: augment training loaders (evaluation never is). Each sample's augmentation
+            is a function of ``shuffle_seed``, the epoch, the pass over the loader and the
+            sample id only (:class:`EpochShuffleSampler`), so a resumed run is bit-exact, with
+            any number of workers and under DDP.
         num_channels: convert images to 1 or 3 channels (grayscale faces for ImageNet networks).
         image_size: resize images once at load time.
     """
@@ -207,7 +276,8 @@ class UnlearningDataModule(LightningDataModule):
                  forget_count: int | None = None, forget_ids: str | None = None,
                  forget_groups: list[int] | None = None, forget_first: int | None = None,
                  seed: int = 0, shuffle_seed: int | None = None,
-                 unseen_fraction: float = 0.2, eval_max_samples: int | None = None,
+                 unseen_fraction: float = 0.2, val_fraction: float = 0.2,
+                 eval_max_samples: int | None = None,
                  probe_splits: Literal["all", "minimal"] = "all",
                  augment: bool = True, num_channels: Literal[1, 3] | None = None,
                  image_size: int | None = None) -> None:
@@ -236,12 +306,16 @@ class UnlearningDataModule(LightningDataModule):
                              "forget_classes to forget whole classes")
         if not 0 < unseen_fraction < 1:
             raise ValueError(f"unseen_fraction must lie in (0, 1), got {unseen_fraction}")
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction}")
         if forget_classes is not None and len(forget_classes) == 0:
             raise ValueError("forget_classes is empty: name at least one class to forget")
         if forget_groups is not None and len(forget_groups) == 0:
             raise ValueError("forget_groups is empty: name at least one group to forget")
         if forget_ids is not None and not Path(forget_ids).is_file():
             raise FileNotFoundError(f"forget_ids file {forget_ids} does not exist")
+        if forget_ids is not None:
+            read_id_file(forget_ids)  # malformed ids fail here, before the data is read
         # Kept out of the logger: Lightning refuses to merge a module's and a datamodule's
         # hyperparameters that share a key with different values (``seed``: the method's own
         # seed need not be the split's). The run's config.yaml and splits.json hold them all,
@@ -258,6 +332,7 @@ class UnlearningDataModule(LightningDataModule):
         self.augment = augment
         self._data: ImageData | None = None
         self._splits: dict[str, tuple[Tensor, Tensor, Tensor]] | None = None
+        self._restored_epoch: int | None = None  # from a resumed checkpoint, see _fit_epoch
 
     # ---------------------------------------------------------------- dataset
     def load(self) -> ImageData:
@@ -342,6 +417,7 @@ class UnlearningDataModule(LightningDataModule):
         data, hp = self.data, self.hparams
         n = len(data.train_targets)
         all_ids = torch.arange(n)
+        unseen: tuple[Tensor, Tensor, Tensor]
         if data.test_images is not None and data.test_targets is not None:
             pool = all_ids
             unseen = (data.test_images, data.test_targets, torch.arange(len(data.test_targets)))
@@ -367,30 +443,67 @@ class UnlearningDataModule(LightningDataModule):
         def take(idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
             return data.train_images[idx], data.train_targets[idx], idx
 
+        validation: tuple[Tensor, Tensor, Tensor]
+        if data.val_images is not None and data.val_targets is not None:  # its own split
+            validation = (data.val_images, data.val_targets, torch.arange(len(data.val_targets)))
+            validation_groups = data.val_groups
+        else:
+            # No validation split of its own: carve a seeded share of the held-out pool off,
+            # disjoint from the test split, stratified by class (by group for group requests,
+            # so the forgotten ones are in both), so no decision made while training sees a test
+            # sample.
+            task: Task
+            if hp.forget_groups is not None and unseen_groups is not None:
+                strata, task = unseen_groups, "multiclass"
+            else:
+                strata, task = unseen[1], data.task
+            carved = _stratified_subset(strata, hp.val_fraction, self.seed + VALIDATION_SEED,
+                                        task)
+            in_validation = torch.zeros(len(unseen[2]), dtype=torch.bool)
+            in_validation[carved] = True
+            validation = (unseen[0][in_validation], unseen[1][in_validation],
+                          unseen[2][in_validation])
+            unseen = (unseen[0][~in_validation], unseen[1][~in_validation],
+                      unseen[2][~in_validation])
+            if unseen_groups is not None:
+                validation_groups = unseen_groups[in_validation]
+                unseen_groups = unseen_groups[~in_validation]
+            else:
+                validation_groups = None
         splits = {"train": take(pool), "retain": take(retain), "forget": take(forget),
                   **self._held_out_splits(unseen, unseen_groups, "held-out")}
-        if data.val_images is not None and data.val_targets is not None:
-            validation = (data.val_images, data.val_targets, torch.arange(len(data.val_targets)))
-            probe = self._held_out_splits(validation, data.val_groups, "validation")
-            if set(probe) != set(splits) & {"unseen", "retain_test", "forget_test"}:
-                raise ValueError("the validation split cannot be divided into retain_test / "
-                                 "forget_test like the test split (no group ids, or no sample "
-                                 "of the forgotten groups): set val_split: null")
-            splits.update({f"{VALIDATION_PREFIX}{name}": value for name, value in probe.items()})
+        # A carved split too small to hold every part (a class with one held-out sample) is
+        # refused at setup, and only when the run validates (_check_attack_sizes).
+        own = self.has_official_validation
+        probe = self._held_out_splits(validation, validation_groups, "validation", strict=own)
+        if own and set(probe) != set(splits) & set(HELD_OUT_SPLITS):
+            raise ValueError("the validation split cannot be divided into retain_test / "
+                             "forget_test like the test split (no group ids, or no sample of the "
+                             "forgotten groups): set val_split: null to carve a validation split "
+                             "off the test split instead")
+        splits.update({f"{VALIDATION_PREFIX}{name}": value for name, value in probe.items()})
         return splits
 
+    @property
+    def has_official_validation(self) -> bool:
+        """Whether the dataset has a validation split of its own (FER2013's PublicTest); else
+        ``val_fraction`` of the held-out data is carved off as the validation split."""
+        return self.data.val_images is not None and self.data.val_targets is not None
+
     def _held_out_splits(self, unseen: tuple[Tensor, Tensor, Tensor], groups: Tensor | None,
-                         label: str) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
+                         label: str, strict: bool = True
+                         ) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
         """``unseen``, and for class-wise (or group-wise, where the held-out data holds the
-        forgotten groups) requests its ``retain_test`` / ``forget_test`` parts."""
+        forgotten groups) requests its ``retain_test`` / ``forget_test`` parts; ``strict``
+        refuses held-out data without a sample of the forgotten classes."""
         hp = self.hparams
         held = {"unseen": unseen}
         forgotten = None
         if hp.forget_classes is not None:
             forgotten = torch.isin(unseen[1], torch.tensor(hp.forget_classes))
-            if not forgotten.any():
-                hint = " (set val_split: null to probe the test split)" if label == "validation" \
-                    else ""
+            if strict and not forgotten.any():
+                hint = (" (set val_split: null to carve a validation split off the test split, "
+                        "or a larger val_fraction)") if label == "validation" else ""
                 raise ValueError(f"the {label} split has no sample of the forgotten classes, "
                                  f"so forgetting cannot be measured on unseen data{hint}")
         elif hp.forget_groups is not None and groups is not None:
@@ -403,19 +516,98 @@ class UnlearningDataModule(LightningDataModule):
     def split_ids(self) -> dict[str, list[int]]:
         """Sample ids of every split (training ids index the training set; ``unseen`` and the
         ``*_test`` splits index the held-out set, or the training set when carved from it;
-        ``validation/*`` splits index the validation set)."""
+        ``validation/*`` splits index the dataset's validation set, or the held-out set's index
+        when carved from it: ``validation_ids_index`` in ``splits.json``)."""
         return {name: ids.tolist() for name, (_, _, ids) in self.splits.items()}
 
     def setup(self, stage: str | None = None) -> None:
         _ = self.splits  # resolve (and validate) the request before any work starts
+        if self.trainer is not None and stage != "predict":
+            self._check_attack_sizes(stage)  # a run would attack: refuse one that cannot
         if self.trainer is not None:
             folder = self.trainer.log_dir or self.trainer.default_root_dir
             self._write_splits(Path(folder) / "splits.json")
 
+    def _attack_sizes(self, stage: str) -> dict[str, tuple[int, int]]:
+        """``{where: (members, non-members)}`` the membership inference attack will see: in the
+        test (every sample of ``forget`` and ``mia_nonmember_split``) and, for ``fit`` /
+        ``validate`` with validation on, in the validation probe (its sources, bounded by
+        ``eval_max_samples``)."""
+        def size(split: str, bound: int | None = None) -> int:
+            n = len(self.splits[split][2]) if split in self.splits else 0
+            return n if bound is None else min(n, bound)
+
+        nonmember = self.mia_nonmember_split
+        sizes = {"test": (size("forget"), size(nonmember))}
+        trainer = self.trainer
+        probing = stage in ("fit", "validate", None) and not (
+            trainer is not None and stage == "fit" and not trainer.limit_val_batches)
+        if probing:
+            bound = self.eval_max_samples
+            sizes["validation probe"] = (size(self.probe_source("forget"), bound),
+                                         size(self.probe_source(nonmember), bound))
+        return sizes
+
+    def _check_attack_sizes(self, stage: str | None) -> None:
+        """Refuse, before any training, a run whose membership inference attack cannot run: it
+        needs at least 2 members (forget samples) and 2 non-members. Only at the setup of a run
+        (a trainer attached): a datamodule used on its own to inspect splits attacks nothing."""
+        nonmember = self.mia_nonmember_split
+        for where, (members, non_members) in self._attack_sizes(stage or "fit").items():
+            if min(members, non_members) >= MIN_ATTACK_SAMPLES:
+                continue
+            bounded = where != "test" and self.eval_max_samples is not None and \
+                self.eval_max_samples < MIN_ATTACK_SAMPLES
+            if bounded:
+                fix = f"set eval_max_samples to at least {MIN_ATTACK_SAMPLES} (or null)"
+            elif members < MIN_ATTACK_SAMPLES:
+                fix = (f"forget at least {MIN_ATTACK_SAMPLES} training samples (e.g. "
+                       f"forget_count: {MIN_ATTACK_SAMPLES}, more ids, classes or groups)")
+            elif where != "test":
+                fix = (f"give the validation split more {nonmember} samples (a larger "
+                       "val_fraction, or a validation split of the dataset's own)")
+            else:
+                fix = (f"give the {nonmember} split more held-out samples (a larger "
+                       "unseen_fraction, another held-out split) or change the forget request")
+            raise ValueError(
+                f"the membership inference attack ({where}) would get {members} forget "
+                f"sample(s) (members) and {non_members} {nonmember} sample(s) (non-members); it "
+                f"needs at least {MIN_ATTACK_SAMPLES} of each (one to fit, one to test): {fix}")
+
+    def small_sample_warnings(self, test_size: float = 0.1, balance: bool = True,
+                              stage: str = "test") -> list[str]:
+        """Warnings about evaluations too small to be precise, for the run's report: where the
+        membership inference attack cannot honour ``test_size`` (fewer than ``1 / test_size``
+        samples per class: each test fold then holds one member and one non-member, or the
+        fold size is clamped), with the counts. ``stage`` ``"test"`` covers the test's attack,
+        ``"fit"`` also the validation probe's. Empty when every attack is large enough.
+
+        Args:
+            test_size: the attack's ``test_size`` (``MembershipInferenceAttack.test_size``).
+            balance: the attack's ``balance``: members and non-members are subsampled to the
+                smaller count first.
+            stage: ``"test"`` or ``"fit"``.
+        """
+        from unlearn_pl.metrics.mia import _test_counts
+
+        out = []
+        for where, (members, non_members) in self._attack_sizes(stage).items():
+            if min(members, non_members) < MIN_ATTACK_SAMPLES:
+                continue  # setup refuses these runs
+            if balance:
+                members = non_members = min(members, non_members)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                _test_counts(non_members, members, test_size)
+            out += [f"{where}: {w.message}" for w in caught]
+        return out
+
     @rank_zero_only
     def _write_splits(self, path: Path) -> None:
         held_out = "test" if self.data.test_images is not None else "train"
-        record = {"held_out_ids_index": held_out, "datamodule": type(self).__name__,
+        validation = "validation" if self.has_official_validation else held_out
+        record = {"held_out_ids_index": held_out, "validation_ids_index": validation,
+                  "datamodule": type(self).__name__,
                   "hparams": dict(self.hparams), "splits": self.split_ids()}
         atomic_write_text(path, json.dumps(record))
 
@@ -438,7 +630,9 @@ class UnlearningDataModule(LightningDataModule):
             keep = torch.randperm(len(ids), generator=_generator(self.seed + 1))[:max_samples]
             images, targets, ids = images[keep], targets[keep], ids[keep]
         transform = self.train_transform() if train and self.augment else None
-        return ImageTensorDataset(images, targets, ids, transform)
+        # Augmentation seeded per (shuffle seed, epoch, draw, sample id): see dataloader().
+        return ImageTensorDataset(images, targets, ids, transform,
+                                  seed=self.shuffle_seed if transform is not None else None)
 
     def dataloader(self, split: str, *, train: bool = False, batch_size: int | None = None,
                    shuffle: bool | None = None, max_samples: int | None = None) -> DataLoader:
@@ -446,11 +640,39 @@ class UnlearningDataModule(LightningDataModule):
         use it directly."""
         dataset = self.dataset(split, train=train, max_samples=max_samples)
         shuffle = train if shuffle is None else shuffle
-        sampler = EpochShuffleSampler(len(dataset), self.shuffle_seed) if shuffle else None
+        augmented = dataset.transform is not None
+        # An augmented loader always gets the sampler: it carries the epoch to the dataset.
+        sampler = EpochShuffleSampler(len(dataset), self.shuffle_seed, epoch=self._fit_epoch(),
+                                      shuffle=shuffle, tag_epoch=augmented) \
+            if shuffle or augmented else None
         return DataLoader(dataset, batch_size=batch_size or (self.batch_size if train
                                                               else self.eval_batch_size),
                           sampler=sampler, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
+
+    def _fit_epoch(self) -> int:
+        """The epoch a fit is at: the one Lightning passes to ``set_epoch``; 0 outside a fit.
+
+        A resumed fit may build (and, with workers, prefetch from) its training loaders before
+        Lightning restores its loops (``estimated_stepping_batches`` for a per-step schedule
+        does), so the epoch saved in the checkpoint (:meth:`state_dict`) counts too."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0
+        epoch = _processed_epochs(trainer)
+        if trainer.ckpt_path is not None and self._restored_epoch is not None:
+            epoch = max(epoch, self._restored_epoch)
+        return epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in checkpoints: the epoch Lightning will pass to ``set_epoch`` when resuming
+        from this checkpoint (see :meth:`_fit_epoch`)."""
+        if self.trainer is None:
+            return {}
+        return {"fit_epoch": _processed_epochs(self.trainer)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored_epoch = state_dict.get("fit_epoch")
 
     def train_loaders(self, splits: Sequence[str], epoch_split: str) -> CombinedLoader:
         """Training loaders of ``splits`` combined into dict batches ``{split: (x, y, ids)}``;
@@ -480,10 +702,10 @@ class UnlearningDataModule(LightningDataModule):
 
     def probe_source(self, split: str) -> str:
         """The split whose data the validation probe evaluates as ``split``: the validation
-        set's ``unseen`` / ``*_test`` parts where the dataset has a validation split, so no
-        decision made during training sees the test split; else ``split`` itself."""
-        source = f"{VALIDATION_PREFIX}{split}"
-        return source if source in self.splits else split
+        split's ``unseen`` / ``*_test`` parts for held-out splits, so no decision made during
+        training sees the test split (never a fallback to it); ``split`` itself for the training
+        splits."""
+        return f"{VALIDATION_PREFIX}{split}" if split in HELD_OUT_SPLITS else split
 
     def val_dataloader(self) -> list[DataLoader]:
         return [self.dataloader(self.probe_source(s), max_samples=self.eval_max_samples)
@@ -494,6 +716,11 @@ class UnlearningDataModule(LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self.dataloader("unseen")
+
+
+def _processed_epochs(trainer: Trainer) -> int:
+    """The epoch count Lightning's fit loop passes to ``set_epoch`` (its processed epochs)."""
+    return int(trainer.fit_loop.epoch_progress.current.processed)  # type: ignore[attr-defined]
 
 
 def _convert_channels(images: Tensor, channels: int) -> Tensor:
@@ -516,4 +743,4 @@ def _stratified_subset(targets: Tensor, fraction: float, seed: int, task: Task) 
         members = (targets == label).nonzero().flatten()
         count = max(1, round(fraction * len(members))) if len(members) > 1 else 0
         chosen.append(members[torch.randperm(len(members), generator=generator)[:count]])
-    return torch.cat(chosen).sort().values
+    return torch.cat(chosen).sort().values if chosen else torch.empty(0, dtype=torch.long)

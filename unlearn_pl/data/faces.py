@@ -314,7 +314,9 @@ def load_rafdb_data(root: str | os.PathLike[str], *,
     root = Path(root)
     if layout == "list" or (layout == "auto" and (root / _RAFDB_LABELS).is_file()):
         return _read_rafdb_list(root, aligned, channels, size)
-    read = read_image_folders(root, ("train", "test"), channels=channels, size=size)
+    # Folders 1-7 are RAF-DB's fixed labels: one may hold only test images.
+    read = read_image_folders(root, ("train", "test"), channels=channels, size=size,
+                              known_classes=[str(label) for label in range(1, 8)])
     (train_images, train_targets, classes), (test_images, test_targets, _) = (read["train"],
                                                                              read["test"])
     if set(classes) <= {str(label) for label in range(1, 8)}:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -64,8 +64,9 @@ def _walk_archive(archive: Path) -> Iterator[tuple[str, bytes | Path]]:
 
 
 def read_image_folders(root: str | os.PathLike[str], splits: tuple[str, ...],
-                       channels: int | None = None,
-                       size: int | None = None) -> dict[str, tuple[Tensor, Tensor, list[str]]]:
+                       channels: int | None = None, size: int | None = None,
+                       known_classes: Collection[str] = ()
+                       ) -> dict[str, tuple[Tensor, Tensor, list[str]]]:
     """Read ``<root>/<split>/<class>/<image>`` folders, from a directory or a ``.tar.gz``.
 
     Class folders sort alphabetically into class ids (as ``torchvision``'s ``ImageFolder``), and
@@ -73,8 +74,18 @@ def read_image_folders(root: str | os.PathLike[str], splits: tuple[str, ...],
     ``.tar``/``.tar.gz`` archive is read in place: no extraction step is needed. Inside an
     archive (or a folder) the splits may sit one level down (``cifar10/train/...``).
 
+    The first of ``splits`` is the training split: its class folders are the classes. A class
+    folder found only in another split (``test/`` or ``validation/``) is refused, since it would
+    add a class the network is never trained on, silently; unless it is one of
+    ``known_classes``, a dataset's fixed label set (RAF-DB's folders ``1``-``7``).
+
     Returns:
         ``{split: (uint8 images N×C×H×W, int64 targets, class names)}``.
+
+    Raises:
+        FileNotFoundError: a split has no ``<split>/<class>/<image>`` files.
+        ValueError: a class folder of a held-out split has no training images, or images of a
+            split differ in shape.
     """
     root = Path(root)
     files: dict[str, dict[str, list[tuple[str, bytes | Path]]]] = {s: {} for s in splits}
@@ -87,12 +98,25 @@ def read_image_folders(root: str | os.PathLike[str], splits: tuple[str, ...],
         if split in files:
             files[split].setdefault(label, []).append((name, data))
     out: dict[str, tuple[Tensor, Tensor, list[str]]] = {}
-    classes = sorted(set().union(*(f.keys() for f in files.values())))
     for split, by_class in files.items():
         if not by_class:
             raise FileNotFoundError(
                 f"no '{split}/<class>/<image>' files found under {root}; expected the layout "
                 f"<root>/{split}/<class>/*.jpg (see ../shared/data/README.md)")
+    train_split = splits[0]
+    held_out_known = {c for f in files.values() for c in f if c in set(known_classes)}
+    classes = sorted(set(files[train_split]) | held_out_known)
+    for split, by_class in files.items():
+        extra = sorted(set(by_class) - set(classes))
+        if extra:
+            folders = [by_class[label][0][0].rsplit("/", 1)[0] for label in extra]
+            raise ValueError(
+                f"class folder(s) {folders[:5]} under {root} have no counterpart with images in "
+                f"the training split '{train_split}' (its classes are {classes[:10]}"
+                f"{' ...' if len(classes) > 10 else ''}): a class only in '{split}' would be "
+                "one the network never learns. Remove or rename the folder(s) to a training "
+                f"class, or add training images under {train_split}/<class>/")
+    for split, by_class in files.items():
         images, targets = [], []
         for label, items in sorted(by_class.items()):
             for name, data in sorted(items, key=lambda item: item[0]):

@@ -121,7 +121,7 @@ class UnlearningModule(LightningModule):
         self.eval_samples = nn.ModuleDict({s: PerSampleValues() for s in EVAL_SPLITS})
         self.last_samples: dict[str, dict[str, Tensor]] = {}
         self.mia = MembershipInferenceAttack(seed=seed)
-        if original is not None and Path(original).is_file():
+        if original is not None and Path(original).exists():  # unreadable files fail here
             load_network_weights(self.network, original, arch)
             self.weights_source = "original"
 
@@ -446,8 +446,11 @@ class UnlearningModule(LightningModule):
             return
         results = self.evaluation_results()
         self.last_evaluation = results
-        # Values come from synced torchmetrics (equal on every rank): no further reduction.
-        self.log_dict({f"{stage}/{k}": v for k, v in results.items()}, sync_dist=False)
+        # Values come from synced metrics (equal on every rank). sync_dist with max is an exact
+        # no-op on equal values (a mean of N equal float32 can round) and tells Lightning they
+        # are synced (no "sync_dist=True" warning under DDP); fit_seconds: the slowest rank's.
+        self.log_dict({f"{stage}/{k}": v for k, v in results.items()}, sync_dist=True,
+                      reduce_fx="max")
 
     def on_validation_epoch_end(self) -> None:
         self._log_evaluation("val")

@@ -259,24 +259,85 @@ def tiny_cnn(num_classes: int, in_channels: int, small_input: bool, width: float
 
 
 # ------------------------------------------------------------------ weights
+#: What ``original`` must be, for error messages.
+VALID_NETWORK_FILE = ("a Lightning checkpoint written by an unlearn_pl run (e.g. "
+                      "<run>/checkpoints/last.ckpt) or a plain state dict saved by "
+                      "UnlearningModule.export_network")
+
+
+def _unreadable(path: str | Path, problem: str) -> ValueError:
+    return ValueError(f"network file {path} {problem}; it must be {VALID_NETWORK_FILE}. Point "
+                      "original at such a file, or copy or export it again if it was cut short")
+
+
+def check_network_file(path: str | Path) -> Path:
+    """Refuse a path that cannot hold network weights, cheaply (before any data or training):
+    a missing path, a directory, or a file that is neither a ``torch.save`` zip archive nor a
+    legacy ``torch.save`` pickle (a text file, an empty or cut-off download). The full check is
+    :func:`read_network_state`.
+
+    Raises:
+        FileNotFoundError: nothing at ``path``.
+        IsADirectoryError: ``path`` is a directory (the message lists checkpoints inside it).
+        ValueError: the file is not a ``torch.save`` file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        found = sorted(str(p) for p in path.rglob("*") if p.suffix in (".ckpt", ".pt", ".pth"))
+        hint = (f"; it holds {', '.join(found[:3])}{' ...' if len(found) > 3 else ''}"
+                if found else "")
+        raise IsADirectoryError(f"original network file {path} is a directory, not a file{hint}: "
+                                f"point original at {VALID_NETWORK_FILE}")
+    if not path.is_file():
+        raise FileNotFoundError(f"original network file {path} does not exist; train one with "
+                                "`unlearn-pl fit --config configs/methods/original.yaml ...`, "
+                                f"or point original at {VALID_NETWORK_FILE}")
+    with path.open("rb") as handle:
+        head = handle.read(2)
+    # torch.save writes a zip archive ("PK"); before torch 1.6 a pickle (protocol >= 2: 0x80).
+    if len(head) < 2 or not (head == b"PK" or head[0] == 0x80):
+        raise _unreadable(path, "is empty" if not head else "is not a file written by torch.save")
+    return path
+
+
 def read_network_state(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Read network weights from a Lightning checkpoint (keys under ``network.``) or a plain
-    state-dict file, with ``torch.load(weights_only=True)``.
+    state-dict file, with ``torch.load(weights_only=True)`` (never unpickling code).
 
     Returns:
         ``(state_dict, hyper_parameters)``; the latter is empty for plain state dicts.
+
+    Raises:
+        FileNotFoundError, IsADirectoryError: see :func:`check_network_file`.
+        ValueError: the file is truncated, not a ``torch.save`` file, holds objects other than
+            tensors and plain values, or holds no state dict; the message names the file and
+            what a valid one is.
     """
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"original network file {path} does not exist; train one with "
-                                "`unlearn-pl fit --config configs/methods/original.yaml ...`")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    check_network_file(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises OSError, KeyError, RuntimeError, UnpicklingError...
+        # Never pass on torch's advice to retry with weights_only=False: that runs the file's
+        # code. A valid checkpoint never needs it.
+        reason = (str(error).strip().splitlines() or [""])[0][:160]
+        if "weights only" in reason.lower() or "weights_only" in reason:
+            reason = "it holds objects other than tensors and plain values"
+        raise _unreadable(path, f"cannot be read as network weights ({type(error).__name__}: "
+                                f"{reason[:200]})") from None
     if not isinstance(obj, dict):
-        raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict or checkpoint")
-    hparams = dict(obj.get("hyper_parameters", {}))
+        raise _unreadable(path, f"holds a {type(obj).__name__}, not a state dict or checkpoint")
+    hparams = obj.get("hyper_parameters", {})
     state = obj.get("state_dict", obj)
-    if any(k.startswith("network.") for k in state):
+    if not isinstance(state, dict) or not isinstance(hparams, dict):
+        raise _unreadable(path, "has a state_dict or hyper_parameters entry that is not a dict")
+    if any(isinstance(k, str) and k.startswith("network.") for k in state):
         state = {k[len("network."):]: v for k, v in state.items() if k.startswith("network.")}
-    return state, hparams
+    not_tensors = [k for k, v in state.items() if not isinstance(v, Tensor)]
+    if not state or not_tensors:
+        raise _unreadable(path, "holds no network weights" if not state else
+                          f"holds entries that are not tensors ({not_tensors[:5]}), so it is "
+                          "not a state dict")
+    return state, dict(hparams)
 
 
 def load_network_weights(network: Classifier, path: str | Path, arch: str | None = None) -> None:
@@ -306,5 +367,6 @@ def load_network_weights(network: Classifier, path: str | Path, arch: str | None
     network.load_state_dict(state)
 
 
-__all__ = ["NETWORKS", "Classifier", "Normalize", "build_network", "load_network_weights",
-           "read_network_state", "register_network"]
+__all__ = ["NETWORKS", "VALID_NETWORK_FILE", "Classifier", "Normalize", "build_network",
+           "check_network_file", "load_network_weights", "read_network_state",
+           "register_network"]
