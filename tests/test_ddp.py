@@ -1,7 +1,9 @@
-"""Every method trains under DDP on CPU (2 processes, gloo) and its ranks stay in agreement."""
+"""Every method trains under DDP on CPU (2 processes, gloo), its ranks stay in agreement, and
+nothing it logs draws Lightning's "use sync_dist=True" warning (a metric logged per rank)."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,12 @@ from tests.test_methods import METHODS, build
 
 
 class RanksAgree(Callback):
-    """Asserts inside the workers that every rank holds the same weights and evaluation."""
+    """Asserts inside the workers that every rank holds the same weights and evaluation, and
+    turns Lightning's warning about a metric logged without sync (which it emits on rank zero
+    when epoch-level values are collected) into an error there."""
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        warnings.filterwarnings("error", message=r".*sync_dist=True.*")
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         flat = torch.cat([p.detach().flatten().float() for p in pl_module.network.parameters()])

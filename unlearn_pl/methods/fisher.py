@@ -204,7 +204,8 @@ class FisherForgetting(UnlearningModule):
         self.fisher_seconds = time.perf_counter() - start
         self.perturb(fisher, self.trainer.datamodule.hparams.forget_classes)
         self.applied = True
-        self.log("train/fisher_seconds", self.fisher_seconds, on_step=False, on_epoch=True)
+        self.log("train/fisher_seconds", self.fisher_seconds, on_step=False, on_epoch=True,
+                 sync_dist=True, reduce_fx="max")  # the slowest rank's time, on every rank
 
     def retain_fisher(self) -> dict[str, Tensor]:
         """The diagonal Fisher of D_r (or its subsample), averaged over samples and summed over
