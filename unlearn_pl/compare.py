@@ -63,6 +63,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from unlearn_pl.cli import UnlearnCLI
 from unlearn_pl.data import UnlearningDataModule
+from unlearn_pl.evaluation import VERDICT_RULE, audit_method
 from unlearn_pl.methods import UnlearningModule, available_methods
 from unlearn_pl.report import sample_losses
 from unlearn_pl.utils import atomic_write_text
@@ -80,6 +81,11 @@ METRICS = ("acc_retain", "acc_forget", "acc_unseen", "acc_retain_test", "acc_for
            "forgetting_score", "nomus", "fit_seconds", "time_ratio_to_retrain")
 EXTRA_NUMBERS = ("mia_auc", "wall_seconds", "validation_seconds", "loss_retain", "loss_forget",
                  "loss_unseen", "loss_retain_test", "loss_forget_test")
+# The privacy audit's numbers of a row (with --references K): unlearn_pl.evaluation.audit.
+AUDIT_NUMBERS = ("distance_to_retrain", "outside_band", "floor_outside_band", "mean_abs_z",
+                 "lira_auc", "floor_lira_auc", "lira_tpr_1pct", "floor_lira_tpr_1pct",
+                 "epsilon_forget_quality", "retrain_epsilon_forget_quality",
+                 "epsilon_final_score")
 # Trainer keys that change what a reference network learns (the rest is logging and devices).
 _RECIPE_TRAINER_KEYS = ("max_epochs", "max_steps", "precision", "devices", "num_nodes",
                         "accumulate_grad_batches", "gradient_clip_val", "gradient_clip_algorithm")
@@ -243,14 +249,19 @@ def _resolve_trainer(trainer: str, configs_dir: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- one run
-def _per_sample_losses(trainer: Trainer, model: LightningModule) -> dict[str, Any]:
-    """The per-sample losses of the last test (forget and the attack's non-members, each sample
-    once), from the module's own evaluation: the loss histograms' data."""
+def _per_sample(trainer: Trainer, model: LightningModule) -> dict[str, Any]:
+    """The per-sample values of the last test, from the module's own evaluation (each sample
+    once): the losses of forget and the attack's non-members (the loss histograms' data), and
+    the logit-scaled confidence of the same samples by id (the privacy audit's signal)."""
     nonmember = trainer.datamodule.mia_nonmember_split  # type: ignore[attr-defined]
     losses = sample_losses(model, ("forget", nonmember))  # type: ignore[arg-type]
+    samples = model.last_samples  # type: ignore[attr-defined]
     return {"nonmember_split": nonmember,
             "losses": {"forget": [round(v, 6) for v in losses["forget"]],
-                       "nonmember": [round(v, 6) for v in losses[nonmember]]}}
+                       "nonmember": [round(v, 6) for v in losses[nonmember]]},
+            "signals": {key: {"ids": samples[split]["ids"].tolist(),
+                              "signal": [round(v, 6) for v in samples[split]["signal"].tolist()]}
+                        for key, split in (("forget", "forget"), ("nonmember", nonmember))}}
 
 
 @dataclass
@@ -331,13 +342,13 @@ def _fit_and_test(cli: UnlearnCLI) -> dict[str, Any]:
     return {**evaluation, "fit_seconds": float(model.fit_seconds), "wall_seconds": wall,
             "validation_seconds": float(model.validation_seconds),
             "class_path": f"{type(model).__module__}.{type(model).__name__}",
-            **_per_sample_losses(trainer, model), "log_dir": trainer.log_dir}
+            **_per_sample(trainer, model), "log_dir": trainer.log_dir}
 
 
 def _test_only(cli: UnlearnCLI) -> dict[str, Any]:
     cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
     evaluation = dict(cli.model.last_evaluation)  # type: ignore[attr-defined]
-    return {**evaluation, **_per_sample_losses(cli.trainer, cli.model),
+    return {**evaluation, **_per_sample(cli.trainer, cli.model),
             "log_dir": cli.trainer.log_dir}
 
 
@@ -345,26 +356,37 @@ def _is_rank_zero() -> bool:
     return getattr(rank_zero_only, "rank", 0) == 0
 
 
-def _reference(ctx: _Context, kind: str, seed: int) -> tuple[dict[str, Any], Path]:
-    """Train or reuse the original (``kind="original"``) or retrain network of one seed."""
-    run_dir = ctx.workdir / f"seed{seed}" / kind
-    cli = _build(_run_args(ctx, ctx.configs_dir / "methods" / f"{kind}.yaml", seed, run_dir,
-                           kind, None), ctx.progress)
+def bank_seed(seed: int, member: int) -> int:
+    """The own seed (initialisation, batch order) of reference ``member`` of seed ``seed``'s
+    bank: far from the seeds and method seeds a user gives."""
+    return 1_000_000 + 1_000 * seed + member
+
+
+def _reference(ctx: _Context, kind: str, seed: int,
+               member: int | None = None) -> tuple[dict[str, Any], Path]:
+    """Train or reuse the original (``kind="original"``) or retrain network of one seed, or
+    (``member``) a network of its reference bank: the retrain recipe on the same split with its
+    own seed (:func:`bank_seed`)."""
+    label = kind if member is None else f"{kind} bank {member}"
+    run_dir = ctx.workdir / f"seed{seed}" / (kind if member is None else f"bank/{kind}{member}")
+    own = None if member is None else bank_seed(seed, member)
+    run_args = _run_args(ctx, ctx.configs_dir / "methods" / f"{kind}.yaml", seed, run_dir, kind,
+                         None, own)
+    cli = _build(run_args, ctx.progress)
     config = _fingerprint_config(cli)
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
     checkpoint = run_dir / f"{kind}-{digest}.ckpt"
     record_path = checkpoint.with_suffix(".json")
     if record_path.is_file() and checkpoint.is_file():
         record = json.loads(record_path.read_text())
-        if record.get("config") == config:
-            _say(ctx, f"seed {seed} {kind}: reused {checkpoint}")
+        if record.get("config") == config and "signals" in record:
+            _say(ctx, f"seed {seed} {label}: reused {checkpoint}")
             return {**record, "reused": True}, checkpoint
     if checkpoint.is_file():
-        # Written atomically but its record is missing (a run stopped in between): evaluate the
-        # checkpoint rather than train over it.
-        test_cli = _build([*_run_args(ctx, ctx.configs_dir / "methods" / f"{kind}.yaml", seed,
-                                      run_dir, kind, None),
-                           "--model.init_args.original", str(checkpoint)], ctx.progress)
+        # Written atomically but its record is missing (a run stopped in between) or older than
+        # the per-sample signals: evaluate the checkpoint rather than train over it.
+        test_cli = _build([*run_args, "--model.init_args.original", str(checkpoint)],
+                          ctx.progress)
         record = _test_only(test_cli)
         saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
         record["fit_seconds"] = float(saved.get("unlearn_pl", {}).get("fit_seconds", math.nan))
@@ -372,7 +394,7 @@ def _reference(ctx: _Context, kind: str, seed: int) -> tuple[dict[str, Any], Pat
         record["class_path"] = config["model"].get("class_path")
         reused = True
     else:
-        _say(ctx, f"seed {seed} {kind}: training ({config['trainer']['max_epochs']} epochs)")
+        _say(ctx, f"seed {seed} {label}: training ({config['trainer']['max_epochs']} epochs)")
         record = _fit_and_test(cli)
         # Every rank takes part in save_checkpoint (rank 0 writes): one temporary name for all.
         temporary = run_dir / f".{checkpoint.name}.tmp"
@@ -384,7 +406,7 @@ def _reference(ctx: _Context, kind: str, seed: int) -> tuple[dict[str, Any], Pat
     record = {**record, "config": config, "checkpoint": str(checkpoint)}
     if _is_rank_zero():
         atomic_write_text(record_path, json.dumps(record))
-    _say(ctx, f"seed {seed} {kind}: fit {record['fit_seconds']:.1f} s -> {checkpoint}")
+    _say(ctx, f"seed {seed} {label}: fit {record['fit_seconds']:.1f} s -> {checkpoint}")
     return {**record, "reused": reused}, checkpoint
 
 
@@ -427,7 +449,13 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         errors = [f"{_run_name(r)}: {r['error']}" for r in group if r.get("error")]
         if errors:
             entry["errors"] = errors
-        for key in (*METRICS, *EXTRA_NUMBERS):
+        # One verdict per split seed: it is over that seed's method seeds together.
+        split_seeds = {r["seed"] for r in group}
+        verdicts = sorted({f"{r['verdict']} (seed {r['seed']})" if len(split_seeds) > 1
+                           else r["verdict"] for r in group if r.get("verdict")})
+        if verdicts:
+            entry["verdicts"] = verdicts
+        for key in (*METRICS, *EXTRA_NUMBERS, *AUDIT_NUMBERS):
             values = [float(r[key]) for r in group
                       if r.get(key) is not None and not math.isnan(float(r[key]))]
             if not values:
@@ -452,15 +480,32 @@ _COLUMNS = (("acc_retain", "D_r acc"), ("acc_forget", "D_f acc"), ("acc_unseen",
             ("acc_retain_test", "Dr_test acc"), ("acc_forget_test", "Df_test acc"),
             ("mia", "MIA"), ("forgetting_score", "FS"), ("nomus", "NoMUS"),
             ("fit_seconds", "time (s)"), ("time_ratio_to_retrain", "time / retrain"))
+# The audit's columns lead the table when there is a bank: the distance to retrain first.
+_AUDIT_COLUMNS = (("distance_to_retrain", "distance to retrain"),
+                  ("outside_band", "outside retrain band"), ("lira_auc", "LiRA AUC"),
+                  ("lira_tpr_1pct", "LiRA TPR@1%FPR"), ("epsilon_forget_quality", "ε-score F"))
+
+
+def _by_distance(summary: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Retrain first, then every other method by its distance to retrain (the audit's), those
+    without one (failed runs) last; the given order when nothing was audited."""
+    if not any("distance_to_retrain" in entry for entry in summary):
+        return list(summary)
+    return sorted(summary, key=lambda e: (e["method"] != "retrain",
+                                          e.get("distance_to_retrain", math.inf)))
 
 
 def markdown_table(summary: Sequence[Mapping[str, Any]]) -> str:
-    """The comparison as a Markdown table: one row per method (original and retrain first, as
-    :func:`compare` orders them), ``mean ± std`` when there is more than one seed."""
-    columns = [(k, t) for k, t in _COLUMNS if any(k in entry for entry in summary)]
+    """The comparison as a Markdown table: one row per method, ``mean ± std`` when there is more
+    than one run. With a privacy audit the distance to retrain and the per-example tests come
+    first and methods are ordered by that distance (retrain's own row is the held-out retrain
+    network's: the floor); otherwise original and retrain first, as :func:`compare` orders
+    them."""
+    columns = [(k, t) for k, t in (*_AUDIT_COLUMNS, *_COLUMNS)
+               if any(k in entry for entry in summary)]
     lines = ["| method | " + " | ".join(t for _, t in columns) + " |",
              "|---|" + "---:|" * len(columns)]
-    for entry in summary:
+    for entry in _by_distance(summary):
         cells = []
         for key, _ in columns:
             if key not in entry:
@@ -586,10 +631,11 @@ def _row(setting: str, method: str, seed: int, record: Mapping[str, Any],
     row: dict[str, Any] = {"setting": setting, "method": method, "seed": seed,
                            "method_seed": seed if method_seed is None else method_seed,
                            "reused": bool(record.get("reused", False))}
-    for key in (*METRICS, *EXTRA_NUMBERS):
+    for key in (*METRICS, *EXTRA_NUMBERS, *AUDIT_NUMBERS):
         if key in record:
             row[key] = float(record[key])
-    for key in ("class_path", "log_dir", "checkpoint", "nonmember_split", "losses", "error"):
+    for key in ("class_path", "log_dir", "checkpoint", "nonmember_split", "losses", "signals",
+                "most_exposed", "verdict", "error"):
         if record.get(key) is not None:
             row[key] = record[key]
     return row
@@ -612,12 +658,13 @@ def _write_results(rows: list[dict[str, Any]], output: Path, setting: str, spec:
                    environment: Mapping[str, Any]) -> dict[str, Path]:
     output.mkdir(parents=True, exist_ok=True)
     summary = summarize(rows)
-    numbers = [{k: v for k, v in row.items() if k != "losses"} for row in rows]
-    present = [k for k in (*METRICS, *EXTRA_NUMBERS) if any(k in row for row in numbers)]
+    numbers = [{k: v for k, v in row.items() if k not in ("losses", "signals")} for row in rows]
+    present = [k for k in (*METRICS, *EXTRA_NUMBERS, *AUDIT_NUMBERS)
+               if any(k in row for row in numbers)]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, ["setting", "method", "seed", "method_seed", "reused",
                                      *present,
-                                     "class_path", "log_dir", "checkpoint", "error"],
+                                     "verdict", "class_path", "log_dir", "checkpoint", "error"],
                             extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(numbers)
@@ -644,6 +691,7 @@ def _write_results(rows: list[dict[str, Any]], output: Path, setting: str, spec:
             "time / retrain = its ratio to retrain's fit.\n"
             + "".join(f"\n**{e['method']} failed** ({error[:300]})\n" for e in summary
                       for error in e.get("errors", []))
+            + _audit_text(summary)
             + (f"\nSetting: {spec.note}.\n" if spec.note else "")
             + f"\nCommand: `{' '.join(environment['command'])}`\n")
     files["md"] = atomic_write_text(output / "results.md", text)
@@ -652,11 +700,27 @@ def _write_results(rows: list[dict[str, Any]], output: Path, setting: str, spec:
     return files
 
 
+def _audit_text(summary: Sequence[Mapping[str, Any]]) -> str:
+    """The verdicts and how to read the audit's columns, when there was a bank."""
+    if not any("verdicts" in entry for entry in summary):
+        return ""
+    lines = ["", "Privacy audit against a bank of retrain networks of other seeds (the same "
+             "split): distance to retrain = mean of the absolute accuracy gaps (forget, retain, "
+             "held-out) and of the excess of forget examples outside the bank's central 95 % "
+             "band of each example's logit-scaled confidence over a held-out retrain network's "
+             "(retrain's row); LiRA = offline LiRA, members forget, non-members held-out; "
+             f"ε-score F = the competition's forget quality. Verdict rule: {VERDICT_RULE}.", ""]
+    for entry in _by_distance(summary):
+        for verdict in entry.get("verdicts", []):
+            lines.append(f"- **{entry['method']}**: {verdict}")
+    return "\n".join(lines) + "\n"
+
+
 # --------------------------------------------------------------------------- entry points
 def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int] = (0,),
             workdir: str | os.PathLike[str] | None = None,
             output: str | os.PathLike[str] | None = None, overrides: Sequence[str] = (), *,
-            method_seeds: Sequence[int] | None = None,
+            method_seeds: Sequence[int] | None = None, references: int = 0,
             trainer: str = "cpu", reference_epochs: int | None = None,
             num_threads: int | None = None, progress: bool = False,
             configs_dir: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
@@ -678,6 +742,11 @@ def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int
             seed's split and references, in
             ``<workdir>/seed<k>/<method>-mseed<m>`` (``<method>`` when ``m`` is the seed
             itself); default: one run per seed with that seed.
+        references: K, the size of each seed's reference bank: K more retrain networks (the
+            retrain recipe on the same split, own seeds :func:`bank_seed`, cached in
+            ``<workdir>/seed<k>/bank``) that the privacy audit reads every method's per-example
+            signals against (:func:`unlearn_pl.evaluation.audit_method`); with N ≥ 4 method
+            seeds and K ≥ N also the ε-score (K ≥ 2N: retrain's own beside it). 0: no audit.
         trainer: trainer config name in ``configs/trainer`` or a path.
         reference_epochs: epochs of original and retrain; default the setting's
             (:data:`SETTINGS`), else the reference configs' own.
@@ -708,6 +777,9 @@ def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int
                                      or len(set(method_seeds)) != len(method_seeds)):
         raise CompareInputError(f"give one or more distinct method seeds, got "
                                 f"{list(method_seeds)}")
+    if references == 1 or references < 0:
+        raise CompareInputError(f"--references {references}: the audit needs a bank of at least "
+                                "2 retrain networks (0 skips it)")
     spec = SETTINGS.get(name, Setting()) if not _is_yaml_path(setting) else Setting()
     workdir = Path(workdir or Path("runs") / "compare" / name)
     output = Path(output or Path("runs") / "compare" / name)
@@ -724,6 +796,7 @@ def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int
                                     *methods, "--seeds", *map(str, seeds),
                                     *(["--method-seeds", *map(str, method_seeds)]
                                       if method_seeds is not None else []),
+                                    *(["--references", str(references)] if references else []),
                                     "--trainer", trainer,
                                     *(["--reference-epochs", str(reference_epochs)]
                                       if reference_epochs is not None else []),
@@ -734,6 +807,7 @@ def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int
         for seed in seeds:
             original, checkpoint = _reference(ctx, "original", seed)
             retrain, _ = _reference(ctx, "retrain", seed)
+            bank = [_reference(ctx, "retrain", seed, member)[0] for member in range(references)]
             seed_rows = [_row(name, "original", seed, original),
                          _row(name, "retrain", seed, retrain)]
             for method, config_path in method_configs.items():
@@ -748,6 +822,8 @@ def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int
             for row in seed_rows:
                 if "fit_seconds" in row:
                     row["time_ratio_to_retrain"] = row["fit_seconds"] / retrain["fit_seconds"]
+            if bank:
+                _audit(seed_rows, bank, retrain)
             rows.extend(seed_rows)
         rows.sort(key=lambda r: (["original", "retrain", *method_configs].index(r["method"]),
                                  seeds.index(r["seed"]), r["method_seed"]))
@@ -756,6 +832,32 @@ def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int
     finally:
         torch.set_num_threads(previous_threads)
     return rows
+
+
+def _audit(rows: Sequence[dict[str, Any]], bank: Sequence[Mapping[str, Any]],
+           retrain: Mapping[str, Any]) -> None:
+    """Add each method's privacy audit against the bank to its rows of one seed (in place)."""
+    heldout = "acc_retain_test" if "acc_retain_test" in retrain else "acc_unseen"
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if "signals" in row:
+            groups.setdefault(row["method"], []).append(row)
+    for group in groups.values():
+        audit = audit_method(group, bank, retrain, heldout)
+        epsilon = audit["epsilon"] or {}
+        for row, run in zip(group, audit["runs"], strict=True):
+            row.update(outside_band=run["outside"], floor_outside_band=run["floor_outside"],
+                       mean_abs_z=run["mean_abs_z"], lira_auc=run["lira_auc"],
+                       floor_lira_auc=run["floor_lira_auc"],
+                       lira_tpr_1pct=run["lira_tpr_1pct"],
+                       floor_lira_tpr_1pct=run["floor_lira_tpr_1pct"],
+                       most_exposed=run["most_exposed"],
+                       distance_to_retrain=audit["distance"], verdict=audit["verdict"])
+            for key, name in (("forget_quality", "epsilon_forget_quality"),
+                              ("retrain_forget_quality", "retrain_epsilon_forget_quality"),
+                              ("final_score", "epsilon_final_score")):
+                if key in epsilon:
+                    row[name] = epsilon[key]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -778,6 +880,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--method-seeds", nargs="+", type=int, default=None,
                         help="run every method once per method seed against each seed's split "
                              "and references: the spread of the unlearning run alone")
+    parser.add_argument("--references", type=int, default=0,
+                        help="K: train a bank of K more retrain networks per seed and audit "
+                             "every method's per-example signals against it (retrain-likeness, "
+                             "LiRA; with --method-seeds N >= 4 and K >= N the ε-score)")
     parser.add_argument("--workdir", default=None,
                         help="cache of original/retrain and runs (default runs/compare/SETTING)")
     parser.add_argument("--output", default=None,
@@ -811,7 +917,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             warnings.filterwarnings("ignore", message=message)
         try:
             rows = compare(args.setting, args.methods, args.seeds, args.workdir, args.output,
-                           overrides, method_seeds=args.method_seeds, trainer=args.trainer,
+                           overrides, method_seeds=args.method_seeds,
+                           references=args.references, trainer=args.trainer,
                            reference_epochs=args.reference_epochs,
                            num_threads=args.num_threads, progress=args.progress,
                            configs_dir=args.configs_dir)

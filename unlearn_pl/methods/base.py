@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor, nn
 
 from unlearn_pl.metrics import MembershipInferenceAttack, PerSampleValues, attack_features, nomus
+from unlearn_pl.metrics.privacy import logit_confidence
 from unlearn_pl.networks import Classifier, build_network, load_network_weights
 from unlearn_pl.utils import atomic_torch_save
 
@@ -116,9 +117,11 @@ class UnlearningModule(LightningModule):
         self.weights_source: WeightsSource = "random"
         # What a loaded checkpoint was unlearned for (on_load_checkpoint), checked at evaluation.
         self._checkpoint_forget: dict[str, Any] | None = None
-        # Per-sample correctness and loss by sample id: DDP-exact means, and the losses the
-        # report and the comparison runner read (``last_samples``).
-        self.eval_samples = nn.ModuleDict({s: PerSampleValues() for s in EVAL_SPLITS})
+        # Per-sample correctness, loss and logit-scaled confidence (the privacy audit's signal)
+        # by sample id: DDP-exact means, and what the report and the runner read
+        # (``last_samples``).
+        self.eval_samples = nn.ModuleDict({s: PerSampleValues(("correct", "loss", "signal"))
+                                           for s in EVAL_SPLITS})
         self.last_samples: dict[str, dict[str, Tensor]] = {}
         self.mia = MembershipInferenceAttack(seed=seed)
         if original is not None and Path(original).exists():  # unreadable files fail here
@@ -388,10 +391,11 @@ class UnlearningModule(LightningModule):
             raise ValueError(f"{bad} non-finite per-sample losses (NaN/inf) on the {split} split: "
                              "the network's outputs diverged; evaluation would be meaningless. "
                              "Use an earlier checkpoint or a lower learning rate.")
-        self.eval_samples[split].update(ids, self.correct(logits, targets), losses)
+        task = "multilabel" if self.multilabel else "multiclass"
+        self.eval_samples[split].update(ids, self.correct(logits, targets), losses,
+                                        logit_confidence(logits, targets, task))
         nonmember = self.trainer.datamodule.mia_nonmember_split
         if split in ("forget", nonmember):
-            task = "multilabel" if self.multilabel else "multiclass"
             features = attack_features(logits, targets, self.hparams.mia_feature, task)
             membership = torch.full_like(features, 1 if split == "forget" else 0,
                                          dtype=torch.long)

@@ -1,0 +1,126 @@
+"""The privacy audit of a method against a bank of retrain networks, on signals whose answer is
+known, and end to end through the comparison runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from unlearn_pl.compare import compare
+from unlearn_pl.evaluation import audit_method
+
+M = 200  # forget (and held-out) examples
+
+
+def record(forget: torch.Tensor, nonmember: torch.Tensor, acc_forget: float = 0.0,
+           ids: list[int] | None = None) -> dict[str, Any]:
+    """A network's record: its accuracies and per-sample signals, as the runner stores them."""
+    ids = list(range(M)) if ids is None else ids
+    return {"acc_forget": acc_forget, "acc_retain": 0.98, "acc_retain_test": 0.95,
+            "signals": {"forget": {"ids": ids, "signal": forget.tolist()},
+                        "nonmember": {"ids": list(range(1000, 1000 + M)),
+                                      "signal": nonmember.tolist()}}}
+
+
+@pytest.fixture(scope="module")
+def world() -> dict[str, Any]:
+    """Per-example means of the signal under networks that never saw the example; every
+    retrain-like network draws around them with spread 1."""
+    generator = torch.Generator().manual_seed(0)
+    mean_forget = torch.randn(M, generator=generator) * 3
+    mean_nonmember = torch.randn(M, generator=generator) * 3
+
+    def retrain_like(shift: float = 0.0) -> dict[str, Any]:
+        return record(mean_forget + shift + torch.randn(M, generator=generator),
+                      mean_nonmember + torch.randn(M, generator=generator),
+                      acc_forget=0.9 if shift else 0.0)
+
+    return {"bank": [retrain_like() for _ in range(8)], "retrain": retrain_like(),
+            "retrain_like": retrain_like, "like": [retrain_like() for _ in range(4)],
+            "remembering": [retrain_like(shift=5.0) for _ in range(4)]}
+
+
+def test_a_retrain_like_method_is_indistinguishable(world: dict[str, Any]) -> None:
+    audit = audit_method(world["like"], world["bank"], world["retrain"], "acc_retain_test")
+    # About 5 % of a Gaussian falls outside its central 95 % band, for method and floor alike.
+    assert 0.0 < audit["outside"] < 0.12 and 0.0 < audit["floor_outside"] < 0.12
+    assert abs(audit["lira_auc"] - 0.5) < 0.07
+    assert audit["verdict"] == "indistinguishable from retrain within the seeds' spread"
+    # N = 4 runs and a bank of 8 = 2N: the ε-score of the method and of retrain against itself.
+    epsilon = audit["epsilon"]
+    assert epsilon["n"] == 4 and epsilon["resolvable_epsilon"] == 2.0
+    assert abs(epsilon["forget_quality"] - epsilon["retrain_forget_quality"]) < 0.15
+
+
+def test_a_remembering_method_is_told_apart_and_why(world: dict[str, Any]) -> None:
+    audit = audit_method(world["remembering"], world["bank"], world["retrain"],
+                         "acc_retain_test")
+    assert audit["outside"] > 0.95 and audit["lira_auc"] > 0.95
+    assert audit["epsilon"]["forget_quality"] < 0.05 < audit["epsilon"]["retrain_forget_quality"]
+    assert audit["verdict"].startswith("told apart by forget accuracy +0.900")
+    assert "outside the retrain band" in audit["verdict"] and "LiRA AUC" in audit["verdict"]
+    like = audit_method(world["like"], world["bank"], world["retrain"], "acc_retain_test")
+    assert audit["distance"] > like["distance"] + 0.4  # (0.9 + 0 + 0 + 0.9) / 4
+    # The most exposed decile names the forget examples the attack sees best.
+    exposed = audit["runs"][0]["most_exposed"]
+    assert len(exposed["ids"]) == M // 10 and exposed["z"] == sorted(exposed["z"], reverse=True)
+
+
+def test_bad_banks_are_refused(world: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="at least 2 retrain networks"):
+        audit_method(world["like"], world["bank"][:1], world["retrain"], "acc_retain_test")
+    other = record(torch.zeros(M), torch.zeros(M), ids=list(range(1, M + 1)))
+    with pytest.raises(ValueError, match="other forget samples"):
+        audit_method(world["like"], [*world["bank"][:2], other], world["retrain"],
+                     "acc_retain_test")
+    with pytest.raises(ValueError, match="no per-sample signals"):
+        audit_method([{"acc_forget": 0.0}], world["bank"], world["retrain"], "acc_retain_test")
+
+
+DATA_CONFIG = """\
+data:
+  class_path: unlearn_pl.data.SyntheticDataModule
+  init_args:
+    num_samples: 192
+    num_classes: 4
+    image_size: 12
+    num_test: 96
+    augment: false
+    batch_size: 32
+    forget_classes: [1]
+model:
+  init_args:
+    arch: tiny_cnn
+    width: 0.5
+"""
+
+
+def test_the_runner_audits_every_method_against_a_cached_bank(tmp_path: Path) -> None:
+    data = tmp_path / "synthetic.yaml"
+    data.write_text(DATA_CONFIG)
+    kwargs: dict[str, Any] = dict(setting=str(data), methods=["finetune"], seeds=[0],
+                                  workdir=tmp_path / "work", references=2, reference_epochs=2,
+                                  num_threads=1)
+    rows = compare(output=tmp_path / "out", **kwargs)
+    bank = sorted((tmp_path / "work" / "seed0" / "bank").glob("retrain*/*.ckpt"))
+    assert len(bank) == 2
+    by_method = {row["method"]: row for row in rows}
+    for row in rows:
+        assert {"outside_band", "lira_auc", "distance_to_retrain", "verdict"} <= set(row)
+    # Retrain as the target is the floor itself.
+    assert by_method["retrain"]["outside_band"] == by_method["retrain"]["floor_outside_band"]
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert table.splitlines()[2].startswith("| method | distance to retrain |")
+    assert table.splitlines()[4].startswith("| retrain |")
+    assert "- **finetune**: " in table
+    assert "verdict" in json.loads((tmp_path / "out" / "results.json").read_text())["rows"][0]
+    # The bank is cached: a second run trains nothing new.
+    mtimes = [path.stat().st_mtime_ns for path in bank]
+    compare(output=tmp_path / "again", **kwargs)
+    assert [path.stat().st_mtime_ns for path in bank] == mtimes
+    with pytest.raises(ValueError, match="at least 2 retrain networks"):
+        compare(output=tmp_path / "bad", **{**kwargs, "references": 1})
