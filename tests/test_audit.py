@@ -10,8 +10,11 @@ from typing import Any
 import pytest
 import torch
 
+from tests.conftest import make_datamodule, make_trainer, model_kwargs
 from unlearn_pl.compare import compare
 from unlearn_pl.evaluation import audit_method
+from unlearn_pl.methods import Train
+from unlearn_pl.report import UnlearningReport
 
 M = 200  # forget (and held-out) examples
 
@@ -124,3 +127,31 @@ def test_the_runner_audits_every_method_against_a_cached_bank(tmp_path: Path) ->
     assert [path.stat().st_mtime_ns for path in bank] == mtimes
     with pytest.raises(ValueError, match="at least 2 retrain networks"):
         compare(output=tmp_path / "bad", **{**kwargs, "references": 1})
+
+
+def test_the_report_leads_with_the_audit_verdict(original_ckpt: str, tmp_path: Path) -> None:
+    def retrain(seed: int) -> str:
+        torch.manual_seed(seed)
+        datamodule = make_datamodule(shuffle_seed=seed)
+        module = Train(train_on="retain", lr=0.05, **model_kwargs(datamodule))
+        trainer = make_trainer(tmp_path / f"retrain{seed}", max_epochs=3,
+                               enable_checkpointing=False, limit_val_batches=0)
+        trainer.fit(module, datamodule=datamodule)
+        trainer.save_checkpoint(tmp_path / f"retrain{seed}.ckpt")
+        return str(tmp_path / f"retrain{seed}.ckpt")
+
+    bank = [retrain(seed) for seed in (1, 2, 3)]
+    report = UnlearningReport(reference=retrain(4), bank=bank, print_table=False)
+    make_trainer(tmp_path / "report", callbacks=[report]).test(
+        Train.load_from_checkpoint(original_ckpt), datamodule=make_datamodule(), verbose=False)
+    record = json.loads((tmp_path / "report" / "report.json").read_text())
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    # The original remembers the forgotten class: the audit tells it apart from retrain.
+    assert record["audit"]["verdict"].startswith("told apart by forget accuracy")
+    assert record["audit"]["outside"] > record["audit"]["floor_outside"]
+    assert markdown.index("**Verdict: told apart") < markdown.index("| metric |")
+    assert (tmp_path / "report" / "signal_vs_references.png").stat().st_size > 0
+    # The report keeps its signals, so it can serve as a reference or bank member later.
+    assert len(record["signals"]["forget"]["signal"]) == record["dataset"]["split_sizes"]["forget"]
+    with pytest.raises(ValueError, match="at least 2 retrain networks"):
+        UnlearningReport(reference=bank[0], bank=bank[:1])

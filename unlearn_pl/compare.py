@@ -47,7 +47,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -65,8 +64,8 @@ from unlearn_pl.cli import UnlearnCLI
 from unlearn_pl.data import UnlearningDataModule
 from unlearn_pl.evaluation import VERDICT_RULE, audit_method
 from unlearn_pl.methods import UnlearningModule, available_methods
-from unlearn_pl.report import sample_losses
-from unlearn_pl.utils import atomic_write_text
+from unlearn_pl.report import sample_losses, sample_signals
+from unlearn_pl.utils import atomic_save_figure, atomic_write_text
 
 __all__ = ["SETTINGS", "CompareInputError", "Setting", "available_method_configs",
            "available_settings", "compare", "default_configs_dir", "main", "markdown_table",
@@ -255,13 +254,10 @@ def _per_sample(trainer: Trainer, model: LightningModule) -> dict[str, Any]:
     the logit-scaled confidence of the same samples by id (the privacy audit's signal)."""
     nonmember = trainer.datamodule.mia_nonmember_split  # type: ignore[attr-defined]
     losses = sample_losses(model, ("forget", nonmember))  # type: ignore[arg-type]
-    samples = model.last_samples  # type: ignore[attr-defined]
     return {"nonmember_split": nonmember,
             "losses": {"forget": [round(v, 6) for v in losses["forget"]],
                        "nonmember": [round(v, 6) for v in losses[nonmember]]},
-            "signals": {key: {"ids": samples[split]["ids"].tolist(),
-                              "signal": [round(v, 6) for v in samples[split]["signal"].tolist()]}
-                        for key, split in (("forget", "forget"), ("nonmember", nonmember))}}
+            "signals": sample_signals(model, nonmember)}  # type: ignore[arg-type]
 
 
 @dataclass
@@ -521,17 +517,6 @@ def markdown_table(summary: Sequence[Mapping[str, Any]]) -> str:
 
 
 # --------------------------------------------------------------------------- plots
-def _save_figure(figure: Any, path: Path) -> None:
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            figure.savefig(handle, format="png", dpi=100)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 # Method colours; green and grey are kept for retrain and the original.
 _PALETTE = ("tab:blue", "tab:orange", "tab:red", "tab:purple", "tab:brown", "tab:pink",
             "tab:olive", "tab:cyan", "navy", "gold", "teal", "magenta", "black", "salmon")
@@ -563,7 +548,7 @@ def _plot(rows: Sequence[Mapping[str, Any]], summary: Sequence[Mapping[str, Any]
         ax.set_ylabel(ylabel)
         ax.tick_params(axis="x", labelrotation=45)
         paths.append(output / filename)
-        _save_figure(figure, paths[-1])
+        atomic_save_figure(figure, paths[-1], dpi=100)
 
     bars("nomus", "NoMUS per method", "NoMUS", "nomus.png")
     bars("time_ratio_to_retrain", "Unlearning time relative to retrain", "fit time / retrain's",
@@ -591,7 +576,7 @@ def _plot(rows: Sequence[Mapping[str, Any]], summary: Sequence[Mapping[str, Any]
     ax.set_ylabel("forgetting score 2·|MIA − 0.5|")
     ax.set_title(f"Forgetting vs accuracy ({setting}); ★ = retrain, the target", fontsize=10)
     paths.append(output / "forgetting_vs_accuracy.png")
-    _save_figure(figure, paths[-1])
+    atomic_save_figure(figure, paths[-1], dpi=100)
 
     losses: dict[str, dict[str, list[float]]] = {}
     nonmember = "unseen"
@@ -621,7 +606,7 @@ def _plot(rows: Sequence[Mapping[str, Any]], summary: Sequence[Mapping[str, Any]
         axes.flat[0].legend(fontsize=7)
         figure.suptitle(f"Forget vs {nonmember} loss ({setting}; the MIA's feature)")
         paths.append(output / "loss_histograms.png")
-        _save_figure(figure, paths[-1])
+        atomic_save_figure(figure, paths[-1], dpi=100)
     return paths
 
 

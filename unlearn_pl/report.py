@@ -36,9 +36,11 @@ from torch import Tensor
 
 import unlearn_pl
 from unlearn_pl.data import UnlearningDataModule
+from unlearn_pl.evaluation.audit import VERDICT_RULE, audit_method
+from unlearn_pl.evaluation.plots import plot_signal_against_references
 from unlearn_pl.methods.base import UnlearningModule
 from unlearn_pl.networks import Classifier, load_network_weights
-from unlearn_pl.utils import atomic_write_text
+from unlearn_pl.utils import atomic_save_figure, atomic_write_text
 
 __all__ = ["UnlearningReport", "evaluate", "load_checkpoint_for_evaluation"]
 
@@ -78,6 +80,10 @@ def _check_finite(results: Mapping[str, float], what: str) -> None:
     if bad:
         raise ValueError(f"{what}: non-finite evaluation results {bad}; the network's outputs "
                          "are not finite (a diverged model), so there is nothing to report")
+
+
+def _is_report(path: str) -> bool:
+    return Path(path).suffix == ".json"
 
 
 def _datamodule(trainer: Trainer) -> UnlearningDataModule:
@@ -126,6 +132,18 @@ def sample_losses(module: UnlearningModule, splits: Sequence[str]) -> dict[str, 
     return {s: module.last_samples[s]["loss"].tolist() for s in splits}
 
 
+def sample_signals(module: UnlearningModule, nonmember: str) -> dict[str, Any]:
+    """The per-sample logit-scaled confidence of the forget split and of the attack's
+    non-member split in the module's last evaluation, by sample id (rounded to 6 decimals):
+    ``{"forget": {"ids", "signal"}, "nonmember": {...}}``, what the privacy audit reads."""
+    out = {}
+    for key, split in (("forget", "forget"), ("nonmember", nonmember)):
+        samples = module.last_samples[split]
+        out[key] = {"ids": samples["ids"].tolist(),
+                    "signal": [round(v, 6) for v in samples["signal"].tolist()]}
+    return out
+
+
 class _TestRun(Callback):
     """Checks the evaluation splits before a test run starts and hands over the evaluation the
     module computed in this run (never a stale one from an earlier run)."""
@@ -153,6 +171,11 @@ class _TestRun(Callback):
         """Per-sample losses of the forget split and of the attack's non-member split."""
         nonmember = _datamodule(trainer).mia_nonmember_split
         return sample_losses(pl_module, ("forget", nonmember))  # type: ignore[arg-type]
+
+    def signals(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
+        """Per-sample signals of the forget split and the attack's non-members."""
+        nonmember = _datamodule(trainer).mia_nonmember_split
+        return sample_signals(pl_module, nonmember)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------ evaluate
@@ -215,7 +238,7 @@ def _as_module(network_or_module: Classifier | UnlearningModule | str | os.PathL
 
 def _evaluate(network_or_module: Classifier | UnlearningModule | str | os.PathLike[str],
               datamodule: UnlearningDataModule, trainer_kwargs: dict[str, Any] | None
-              ) -> tuple[dict[str, float], dict[str, list[float]]]:
+              ) -> tuple[dict[str, float], dict[str, list[float]], dict[str, Any]]:
     module = _as_module(network_or_module, datamodule)
     collector = _TestRun()
     kwargs: dict[str, Any] = dict(devices=1, logger=False, enable_checkpointing=False,
@@ -236,9 +259,10 @@ def _evaluate(network_or_module: Classifier | UnlearningModule | str | os.PathLi
         finally:
             datamodule.trainer = previous_trainer
         losses = collector.losses(trainer, module)
+        signals = collector.signals(trainer, module)
     results = collector.results(module)
     _check_finite(results, type(module).__name__)
-    return results, losses
+    return results, losses, signals
 
 
 def evaluate(network_or_module: Classifier | UnlearningModule | str | os.PathLike[str],
@@ -296,6 +320,27 @@ def _format(name: str, value: float | None) -> str:
     return f"{value:.2f}" if name == "fit_seconds" else f"{value:.4f}"
 
 
+def _audit_lines(audit: Mapping[str, Any] | None) -> list[str]:
+    """The privacy audit's verdict and numbers beside the held-out retrain network's."""
+    if not audit:
+        return []
+    exposed = audit["most_exposed"]
+    pairs = ", ".join(f"{i} ({z:+.1f})" for i, z in zip(exposed["ids"][:10], exposed["z"][:10],
+                                                        strict=True))
+    return ["", f"**Verdict: {audit['verdict']}** (distance to retrain "
+            f"{audit['distance']:.3f}; {len(audit['bank'])} retrain networks of other seeds as "
+            "references; rule: " + VERDICT_RULE + ")", "",
+            "| per-example test | result | held-out retrain |", "|---|---:|---:|",
+            f"| forget examples outside the references' 95 % band | {audit['outside']:.3f} | "
+            f"{audit['floor_outside']:.3f} |",
+            f"| mean abs z | {audit['mean_abs_z']:.2f} | {audit['floor_mean_abs_z']:.2f} |",
+            f"| LiRA AUC (forget vs held-out) | {audit['lira_auc']:.3f} | "
+            f"{audit['floor_lira_auc']:.3f} |",
+            f"| LiRA TPR at 1 % FPR | {audit['lira_tpr_1pct']:.3f} | "
+            f"{audit['floor_lira_tpr_1pct']:.3f} |", "",
+            f"- most exposed forget examples (id, LiRA z): {pairs}"]
+
+
 def render_markdown(record: Mapping[str, Any]) -> str:
     """The Markdown table of a ``report.json`` record."""
     results: dict[str, float] = record["metrics"]
@@ -312,6 +357,7 @@ def render_markdown(record: Mapping[str, Any]) -> str:
              f"- evaluated: the {record.get('weights', 'unknown')} weights; checkpoint: "
              f"{record.get('checkpoint')}; written {record['timestamp']}"]
     lines += [f"- warning: {warning}" for warning in record.get("warnings", [])]
+    lines += _audit_lines(record.get("audit"))
     if reference is None:
         lines += ["", "| metric | result |", "|---|---:|"]
         lines += [f"| {k} | {_format(k, v)} |" for k, v in results.items()]
@@ -330,17 +376,6 @@ def render_markdown(record: Mapping[str, Any]) -> str:
         lines.append(f"| {k} | {_format(k, v)} | {_format(k, ref_metrics.get(k))} | {gap} |")
     lines.append(f"| avg_gap | | | {_format('avg_gap', gaps.get('avg_gap'))} |")
     return "\n".join(lines) + "\n"
-
-
-def _save_png(figure: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        figure.savefig(tmp, format="png", dpi=120)
-        os.replace(tmp, path)  # readers never see a half-written image
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def plot_loss_distribution(panels: list[tuple[str, dict[str, list[float]]]], non_member: str,
@@ -371,7 +406,7 @@ def plot_loss_distribution(panels: list[tuple[str, dict[str, list[float]]]], non
         ax.set_xlabel("per-sample loss")
         ax.set_ylabel("density")
         ax.legend(fontsize=8)
-    _save_png(figure, path)
+    atomic_save_figure(figure, path)
 
 
 class UnlearningReport(Callback):
@@ -390,38 +425,50 @@ class UnlearningReport(Callback):
             numbers, the gaps (result − reference), ``avg_gap`` (mean absolute gap over the
             accuracies and the forgetting score) and ``time_ratio`` (fit_seconds over the
             reference's). It must be the same dataset and forget request.
+        bank: retrain networks of other seeds on the same split (report.json or checkpoints,
+            at least 2; needs ``reference``, which is not among them): the report then leads
+            with the privacy audit's verdict (:func:`unlearn_pl.evaluation.audit_method`:
+            retrain-likeness and LiRA, each beside the reference as the target) and draws
+            ``signal_vs_references.png``.
         bins: histogram bins of the loss plot.
         print_table: print the Markdown table at the end of the test run.
     """
 
-    def __init__(self, reference: str | None = None, bins: int = 40,
-                 print_table: bool = True) -> None:
-        if reference is not None and not Path(reference).is_file():
-            raise FileNotFoundError(f"reference {reference} does not exist: pass the report.json "
-                                    "or the checkpoint of a retrain run")
+    def __init__(self, reference: str | None = None, bank: list[str] | None = None,
+                 bins: int = 40, print_table: bool = True) -> None:
+        for path in [reference, *(bank or [])]:
+            if path is not None and not Path(path).is_file():
+                raise FileNotFoundError(f"{path} does not exist: pass the report.json or the "
+                                        "checkpoint of a retrain run")
+        if bank is not None and (reference is None or len(bank) < 2):
+            raise ValueError("report.bank needs at least 2 retrain networks of other seeds and a "
+                             "report.reference (the held-out retrain network the per-example "
+                             "tests are read against)")
         if bins < 1:
             raise ValueError(f"bins must be at least 1, got {bins}")
         self.reference = reference
+        self.bank = list(bank or [])
         self.bins = bins
         self.print_table = print_table
         self._run = _TestRun()
-        self._reference_report: tuple[dict[str, Any], dict[str, list[float]] | None] | None = None
+        self._given: dict[str, dict[str, Any]] = {}  # networks given as report.json, read early
         self.last_report: dict[str, Any] | None = None
 
     @property
-    def _reference_is_report(self) -> bool:
-        return self.reference is not None and Path(self.reference).suffix == ".json"
+    def _paths(self) -> list[str]:
+        return [p for p in (self.reference, *self.bank) if p is not None]
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "test":
             return
-        if self.reference is not None and not self._reference_is_report and trainer.world_size > 1:
-            raise ValueError("a checkpoint reference is evaluated in a single process; under DDP "
-                             "pass the reference's report.json (from `unlearn-pl test`) instead")
+        checkpoints = [p for p in self._paths if not _is_report(p)]
+        if checkpoints and trainer.world_size > 1:
+            raise ValueError("reference and bank checkpoints are evaluated in a single process; "
+                             "under DDP pass their report.json (from `unlearn-pl test`) instead")
         self._run.setup(trainer, pl_module, stage)
-        # Read and checked on every rank before the test runs: a wrong reference fails at once.
-        self._reference_report = (self._read_reference_report(_datamodule(trainer))
-                                  if self._reference_is_report else None)
+        # Read and checked on every rank before the test runs: a wrong file fails at once.
+        datamodule = _datamodule(trainer)
+        self._given = {p: self._read_report(p, datamodule) for p in self._paths if _is_report(p)}
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._run.on_test_start(trainer, pl_module)
@@ -444,40 +491,65 @@ class UnlearningReport(Callback):
     def _forget_request(self, datamodule: UnlearningDataModule) -> dict[str, Any]:
         return {k: _plain(datamodule.hparams.get(k)) for k in FORGET_REQUEST_KEYS}
 
-    def _read_reference_report(self, datamodule: UnlearningDataModule
-                               ) -> tuple[dict[str, Any], dict[str, list[float]] | None]:
-        """The reference's ``report.json``, checked against this run's dataset and request."""
-        assert self.reference is not None
+    def _read_report(self, path: str, datamodule: UnlearningDataModule) -> dict[str, Any]:
+        """A network given as its ``report.json``, checked against this run's dataset and
+        request: ``{"source", "method", "metrics", "losses", "signals"}``."""
         try:
-            other = json.loads(Path(self.reference).read_text())
+            other = json.loads(Path(path).read_text())
             metrics = {k: float(v) for k, v in other["metrics"].items()}
             dataset, request = other["dataset"], other["forget_request"]
         except (ValueError, KeyError, TypeError) as error:
-            raise ValueError(f"reference {self.reference} is not a report.json written by "
-                             f"UnlearningReport ({error!r})") from error
+            raise ValueError(f"{path} is not a report.json written by UnlearningReport "
+                             f"({error!r})") from error
         mine = self._dataset_record(datamodule)
         mismatch = {name: (ours, theirs) for name, ours, theirs in (
             ("dataset", mine["class_path"], dataset.get("class_path")),
             ("split_sizes", mine["split_sizes"], dataset.get("split_sizes")),
             ("forget_request", self._forget_request(datamodule), request)) if ours != theirs}
         if mismatch:
-            raise ValueError(f"reference {self.reference} was evaluated on another dataset or "
-                             f"forget request, so the gaps would be meaningless: {mismatch}")
-        return ({"source": self.reference, "method": other.get("method", "unknown"),
-                 "metrics": metrics}, other.get("losses"))
+            raise ValueError(f"{path} was evaluated on another dataset or forget request, so the "
+                             f"comparison would be meaningless: {mismatch}")
+        return {"source": path, "method": other.get("method", "unknown"), "metrics": metrics,
+                "losses": other.get("losses"), "signals": other.get("signals")}
 
-    def _evaluate_reference_checkpoint(self, trainer: Trainer
-                                       ) -> tuple[dict[str, Any], dict[str, list[float]]]:
-        assert self.reference is not None
-        module, method = load_checkpoint_for_evaluation(self.reference)
+    def _network(self, path: str, trainer: Trainer) -> dict[str, Any]:
+        """A given network's numbers: read from its report.json, or its checkpoint evaluated on
+        this run's datamodule (in this process, on this run's device)."""
+        if path in self._given:
+            return self._given[path]
+        module, method = load_checkpoint_for_evaluation(path)
         device = trainer.strategy.root_device
         kwargs: dict[str, Any] = {"precision": trainer.precision}
         if device.type == "cuda":
             kwargs.update(accelerator="gpu", devices=[device.index or 0])
         else:
             kwargs.update(accelerator=device.type if device.type == "mps" else "cpu", devices=1)
-        metrics, losses = _evaluate(module, _datamodule(trainer), kwargs)
-        return {"source": self.reference, "method": method, "metrics": metrics}, losses
+        metrics, losses, signals = _evaluate(module, _datamodule(trainer), kwargs)
+        return {"source": path, "method": method, "metrics": metrics, "losses": losses,
+                "signals": signals}
+
+    @staticmethod
+    def _audit(results: Mapping[str, float], signals: Mapping[str, Any],
+               reference: Mapping[str, Any], bank: list[dict[str, Any]], heldout: str,
+               plot: Path) -> dict[str, Any]:
+        """The privacy audit of the result against the bank, read against the reference (a
+        held-out retrain network), and its plot."""
+        def network(record: Mapping[str, Any]) -> dict[str, Any]:
+            if not record.get("signals"):
+                raise ValueError(f"{record['source']} holds no per-sample signals (a report.json "
+                                 "of an older version): pass its checkpoint instead")
+            return {**record["metrics"], "signals": record["signals"]}
+
+        audit = audit_method([{**results, "signals": signals}], [network(b) for b in bank],
+                             network(reference), heldout)
+        run = audit.pop("runs")[0]
+        references = torch.tensor([b["signals"]["forget"]["signal"] for b in bank])
+        plot_signal_against_references(
+            [("result", torch.tensor(signals["forget"]["signal"])),
+             ("held-out retrain (the floor)",
+              torch.tensor(reference["signals"]["forget"]["signal"]))], references, plot)
+        return {**{k: v for k, v in audit.items() if not k.endswith("_std")},
+                "most_exposed": run["most_exposed"], "bank": [b["source"] for b in bank]}
 
     @rank_zero_only
     def _write(self, trainer: Trainer, pl_module: LightningModule, folder: Path,
@@ -508,19 +580,25 @@ class UnlearningReport(Callback):
         }
         panels = [(f"result: {record['method']} (MIA {results['mia']:.3f}, "
                    f"FS {results['forgetting_score']:.3f})", losses)]
+        signals = self._run.signals(trainer, pl_module)
+        folder.mkdir(parents=True, exist_ok=True)
         if self.reference is not None:
-            reference, reference_losses = (self._reference_report or
-                                           self._evaluate_reference_checkpoint(trainer))
-            record["reference"] = reference
+            reference = self._network(self.reference, trainer)
+            record["reference"] = {k: reference[k] for k in ("source", "method", "metrics")}
             record["gaps"] = _gaps(results, reference["metrics"])
-            if reference_losses:
+            if reference["losses"]:
                 ref = reference["metrics"]
                 panels.append((f"reference: {reference['method'].rsplit('.', 1)[-1]} "
                                f"(MIA {ref['mia']:.3f}, FS {ref['forgetting_score']:.3f})",
-                               reference_losses))
-        # Rounded: the plot needs the shape of the distributions, not the last bits.
+                               reference["losses"]))
+            if self.bank:
+                bank = [self._network(path, trainer) for path in self.bank]
+                record["audit"] = self._audit(results, signals, reference, bank,
+                                              f"acc_{datamodule.heldout_split}",
+                                              folder / "signal_vs_references.png")
+        # Rounded: the plots need the shape of the distributions, not the last bits.
         record["losses"] = {s: [float(f"{v:.6g}") for v in values] for s, values in losses.items()}
-        folder.mkdir(parents=True, exist_ok=True)
+        record["signals"] = signals
         markdown = render_markdown(record)
         atomic_write_text(folder / "report.json", json.dumps(record, indent=1))
         atomic_write_text(folder / "report.md", markdown)

@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic output files."""
+"""Small shared helpers: atomic output files (text, torch objects, figures)."""
 
 from __future__ import annotations
 
@@ -32,3 +32,9 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     """``torch.save`` through a temporary file and an atomic rename."""
     return _atomic_replace(path, lambda handle: torch.save(obj, handle), "wb")
+
+
+def atomic_save_figure(figure: Any, path: str | os.PathLike[str], dpi: int = 120) -> Path:
+    """Save a matplotlib figure as PNG through a temporary file and an atomic rename."""
+    return _atomic_replace(path, lambda handle: figure.savefig(handle, format="png", dpi=dpi),
+                           "wb")
