@@ -31,7 +31,7 @@ import yaml
 from lightning.pytorch.cli import instantiate_class
 
 import unlearn_pl  # noqa: F401  (torchvision shim)
-from unlearn_pl.report import evaluate
+from unlearn_pl.evaluation import evaluate
 from unlearn_pl.utils import atomic_write_text
 
 

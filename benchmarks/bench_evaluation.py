@@ -5,7 +5,7 @@ Usage: python benchmarks/bench_evaluation.py [--data configs/data/digits.yaml] [
 
 Both are timed on the same network, data and threads, interleaved ``--repeats`` times (median):
 
-* ``evaluate``: :func:`unlearn_pl.report.evaluate`, what ``unlearn-pl test`` and the comparison
+* ``evaluate``: :func:`unlearn_pl.evaluation.evaluate`, what ``unlearn-pl test`` and the comparison
   runner compute: accuracy and loss on every split, the per-sample losses, the membership
   inference attack (10 logistic-regression fits), forgetting score and NoMUS, through a Lightning
   ``Trainer.test``;
@@ -31,8 +31,8 @@ from lightning.pytorch.cli import instantiate_class
 
 import unlearn_pl  # noqa: F401  (torchvision shim)
 from unlearn_pl.data import UnlearningDataModule
+from unlearn_pl.evaluation import evaluate
 from unlearn_pl.networks import Classifier, build_network
-from unlearn_pl.report import evaluate
 from unlearn_pl.utils import atomic_write_text
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

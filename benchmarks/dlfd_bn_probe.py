@@ -20,8 +20,8 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.cli import instantiate_class
 
 import unlearn_pl  # noqa: F401  (torchvision shim)
+from unlearn_pl.evaluation import load_checkpoint_for_evaluation
 from unlearn_pl.methods import UnlearningModule
-from unlearn_pl.report import load_checkpoint_for_evaluation
 
 KEYS = ("acc_retain", "acc_forget", "acc_unseen", "forgetting_score", "nomus")
 

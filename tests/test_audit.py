@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from tests.conftest import make_datamodule, make_trainer, model_kwargs
+from unlearn_pl.callbacks import UnlearningReport
 from unlearn_pl.compare import compare
 from unlearn_pl.evaluation import audit_method
 from unlearn_pl.methods import Train
-from unlearn_pl.report import UnlearningReport
 
 M = 200  # forget (and held-out) examples
 

@@ -20,7 +20,7 @@ from unlearn_pl.compare import (
     summarize,
 )
 from unlearn_pl.data import SyntheticDataModule
-from unlearn_pl.report import evaluate
+from unlearn_pl.evaluation import evaluate
 
 DATA_CONFIG = """\
 data:

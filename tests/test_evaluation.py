@@ -12,10 +12,10 @@ from torch import nn
 from tests.conftest import NETWORK, make_datamodule, make_trainer
 from unlearn_pl.data import SyntheticDataModule
 from unlearn_pl.data.core import ImageData
+from unlearn_pl.evaluation import evaluate
 from unlearn_pl.methods import Train
 from unlearn_pl.metrics import attack_features, membership_inference_attack
 from unlearn_pl.networks import Classifier, build_network, load_network_weights
-from unlearn_pl.report import evaluate
 
 
 def original_network(original_ckpt: str, datamodule: SyntheticDataModule) -> Classifier:

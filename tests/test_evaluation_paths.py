@@ -20,9 +20,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tests.conftest import NETWORK, REPO, make_datamodule, make_trainer, model_kwargs
 from unlearn_pl.cli import main
+from unlearn_pl.evaluation import evaluate
 from unlearn_pl.methods import Train, UnlearningModule, available_methods
 from unlearn_pl.networks import build_network
-from unlearn_pl.report import evaluate
 
 METHODS = available_methods()
 UNLEARNING = sorted(name for name, cls in METHODS.items() if cls.requires_original)

@@ -12,9 +12,10 @@ import torch
 from lightning.pytorch import seed_everything
 
 from tests.conftest import NETWORK, SYNTHETIC, make_datamodule, make_trainer, model_kwargs
+from unlearn_pl.callbacks import UnlearningReport
 from unlearn_pl.cli import main
+from unlearn_pl.evaluation import evaluate, load_checkpoint_for_evaluation
 from unlearn_pl.methods import Train
-from unlearn_pl.report import UnlearningReport, evaluate, load_checkpoint_for_evaluation
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -183,3 +184,13 @@ def test_small_attacks_are_warned_in_the_report_files(original_ckpt: str, tmp_pa
         if warned:
             assert f"{count} members" in record["warnings"][0]
             assert f"- warning: {record['warnings'][0]}" in markdown
+
+
+def test_the_old_report_module_still_imports_with_a_warning() -> None:
+    import importlib
+
+    import unlearn_pl.report as old
+
+    with pytest.warns(DeprecationWarning, match="unlearn_pl.evaluation"):
+        importlib.reload(old)
+    assert old.evaluate is evaluate and old.UnlearningReport is UnlearningReport

@@ -20,9 +20,9 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 import unlearn_pl
+from unlearn_pl.callbacks import UnlearningReport
 from unlearn_pl.data import UnlearningDataModule
 from unlearn_pl.methods import UnlearningModule, available_methods
-from unlearn_pl.report import UnlearningReport
 
 __all__ = ["EffectiveBatchInfo", "UnlearnCLI", "UnlearnInputError", "main", "run_cli"]
 
@@ -126,7 +126,7 @@ def _only_setup_files(folder: Path) -> bool:
 class UnlearnCLI(LightningCLI):
     """LightningCLI with the datamodule's dataset properties linked into the model, so a config
     never repeats the number of classes, channels, normalisation or task, with the
-    :class:`~unlearn_pl.report.UnlearningReport` callback always on (options ``--report.*``), so
+    :class:`~unlearn_pl.callbacks.UnlearningReport` callback always on (options ``--report.*``), so
     every ``unlearn-pl test`` writes its report, and :class:`EffectiveBatchInfo` on every fit.
 
     Before anything is written (right after the classes are built; a command run only) a run is

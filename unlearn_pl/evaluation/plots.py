@@ -1,4 +1,5 @@
-"""Plots of the privacy audit."""
+"""Plots of an evaluation: the loss distributions the population attack sees, and each forget
+example's signal against the reference networks' distribution of it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from torch import Tensor
 
 from unlearn_pl.utils import atomic_save_figure
 
-__all__ = ["plot_signal_against_references"]
+__all__ = ["plot_loss_distribution", "plot_signal_against_references"]
 
 
 def plot_signal_against_references(panels: list[tuple[str, Tensor]], references: Tensor,
@@ -41,5 +42,36 @@ def plot_signal_against_references(panels: list[tuple[str, Tensor]], references:
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("mean signal under the references")
         ax.set_ylabel("signal under this network")
+        ax.legend(fontsize=8)
+    atomic_save_figure(figure, path)
+
+
+def plot_loss_distribution(panels: list[tuple[str, dict[str, list[float]]]], non_member: str,
+                           path: Path, bins: int = 40) -> None:
+    """Density histograms of the per-sample loss of forget vs non-member samples, one panel per
+    model (the result, and retrain when known), on shared bins, written atomically to ``path``.
+
+    The bins span the smallest loss to the 99.5th percentile of all samples; larger losses are
+    drawn in the last bin so a few outliers do not squash the plot.
+    """
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
+
+    every = torch.tensor([x for _, losses in panels for v in losses.values() for x in v],
+                         dtype=torch.float64)
+    lower = float(every.min()) if every.numel() else 0.0
+    upper = float(torch.quantile(every, 0.995)) if every.numel() else 1.0
+    upper = max(upper, lower + 1e-6)
+    edges = torch.linspace(lower, upper, bins + 1).tolist()
+    figure = Figure(figsize=(5.0 * len(panels), 3.6), layout="constrained")
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (title, losses) in zip(axes, panels, strict=True):
+        for split, label, color in (("forget", "forget (members)", "tab:red"),
+                                    (non_member, f"{non_member} (non-members)", "tab:blue")):
+            values = [min(v, upper) for v in losses.get(split, [])]
+            if values:
+                ax.hist(values, bins=edges, density=True, alpha=0.5, color=color, label=label)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("per-sample loss")
+        ax.set_ylabel("density")
         ax.legend(fontsize=8)
     atomic_save_figure(figure, path)

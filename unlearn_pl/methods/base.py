@@ -229,7 +229,7 @@ class UnlearningModule(LightningModule):
                              "fitted nor loaded from a checkpoint), so its evaluation would "
                              f"report the original as the unlearned network: {fix}; to evaluate "
                              "the original itself, pass its checkpoint to "
-                             "unlearn_pl.report.evaluate or test it with the original's config")
+                             "unlearn_pl.evaluation.evaluate or test it with the original's config")
 
     def setup_unlearning(self) -> None:
         """Hook: prepare method state from the original network (frozen copies, a widened head)
