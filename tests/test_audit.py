@@ -155,3 +155,15 @@ def test_the_report_leads_with_the_audit_verdict(original_ckpt: str, tmp_path: P
     assert len(record["signals"]["forget"]["signal"]) == record["dataset"]["split_sizes"]["forget"]
     with pytest.raises(ValueError, match="at least 2 retrain networks"):
         UnlearningReport(reference=bank[0], bank=bank[:1])
+    # References of another architecture are refused, naming both.
+    wider = Train(train_on="retain", **{**model_kwargs(make_datamodule()), "arch": "allcnn"})
+    wider_trainer = make_trainer(tmp_path / "wider", max_epochs=1, limit_train_batches=1,
+                                 enable_checkpointing=False, limit_val_batches=0)
+    wider_trainer.fit(wider, datamodule=make_datamodule())
+    wider_trainer.save_checkpoint(tmp_path / "wider.ckpt")
+    report = UnlearningReport(reference=bank[0], bank=[bank[1], str(tmp_path / "wider.ckpt")],
+                              print_table=False)
+    with pytest.raises(ValueError, match="has architecture allcnn, the result tiny_cnn"):
+        make_trainer(tmp_path / "bad", callbacks=[report]).test(
+            Train.load_from_checkpoint(original_ckpt), datamodule=make_datamodule(),
+            verbose=False)

@@ -177,7 +177,8 @@ class UnlearningReport(Callback):
             raise ValueError(f"{path} was evaluated on another dataset or forget request, so the "
                              f"comparison would be meaningless: {mismatch}")
         return {"source": path, "method": other.get("method", "unknown"), "metrics": metrics,
-                "losses": other.get("losses"), "signals": other.get("signals")}
+                "losses": other.get("losses"), "signals": other.get("signals"),
+                "arch": (other.get("hparams") or {}).get("arch")}
 
     def _network(self, path: str, trainer: Trainer) -> dict[str, Any]:
         """A given network's numbers: read from its report.json, or its checkpoint evaluated on
@@ -193,15 +194,19 @@ class UnlearningReport(Callback):
             kwargs.update(accelerator=device.type if device.type == "mps" else "cpu", devices=1)
         metrics, losses, signals = _evaluate(module, _datamodule(trainer), kwargs)
         return {"source": path, "method": method, "metrics": metrics, "losses": losses,
-                "signals": signals}
+                "signals": signals, "arch": module.hparams.arch}
 
     @staticmethod
     def _audit(results: Mapping[str, float], signals: Mapping[str, Any],
                reference: Mapping[str, Any], bank: list[dict[str, Any]], heldout: str,
-               plot: Path) -> dict[str, Any]:
+               plot: Path, arch: str) -> dict[str, Any]:
         """The privacy audit of the result against the bank, read against the reference (a
         held-out retrain network), and its plot."""
         def network(record: Mapping[str, Any]) -> dict[str, Any]:
+            if record.get("arch") not in (None, arch):
+                raise ValueError(f"{record['source']} has architecture {record['arch']}, the "
+                                 f"result {arch}: reference networks must share the result's "
+                                 "architecture and recipe (retrain it with this config)")
             if not record.get("signals"):
                 raise ValueError(f"{record['source']} holds no per-sample signals (a report.json "
                                  "of an older version): pass its checkpoint instead")
@@ -262,7 +267,8 @@ class UnlearningReport(Callback):
                 bank = [self._network(path, trainer) for path in self.bank]
                 record["audit"] = self._audit(results, signals, reference, bank,
                                               f"acc_{datamodule.heldout_split}",
-                                              folder / "signal_vs_references.png")
+                                              folder / "signal_vs_references.png",
+                                              pl_module.hparams.arch)
         # Rounded: the plots need the shape of the distributions, not the last bits.
         record["losses"] = {s: [float(f"{v:.6g}") for v in values] for s, values in losses.items()}
         record["signals"] = signals
