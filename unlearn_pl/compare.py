@@ -31,12 +31,20 @@ beside it (the config it was trained with, its test numbers, its per-sample loss
 The fingerprint covers the data and model configs, the seed and the parts of the trainer config
 that change the result (epochs, steps, precision, devices, accumulation, clipping); a different
 config trains a new checkpoint beside the old one, so a cached original is never overwritten.
-Checkpoints and records are written atomically.
+Checkpoints and records are written atomically. A method run keeps its record in
+``<workdir>/seed<k>/<method>[-mseed<m>]/record.json`` with its fingerprint; ``--reuse-runs``
+reuses it when the fingerprint matches (off by default: a plain invocation times fresh runs).
+
+``--shard I/N`` splits the work (references, bank members, method runs) across the N tasks of a
+job array sharing one ``--workdir``: each does its share through the cache and prints what it
+did; the same command without ``--shard`` and with ``--reuse-runs`` then assembles the results
+(:func:`compare`'s ``shard``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import hashlib
 import io
@@ -47,13 +55,14 @@ import os
 import platform
 import statistics
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata, resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import yaml
@@ -62,9 +71,8 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from unlearn_pl.cli import UnlearnCLI
 from unlearn_pl.data import UnlearningDataModule
-from unlearn_pl.evaluation import VERDICT_RULE, audit_method
+from unlearn_pl.evaluation import VERDICT_RULE, audit_method, sample_losses, sample_signals
 from unlearn_pl.methods import UnlearningModule, available_methods
-from unlearn_pl.report import sample_losses, sample_signals
 from unlearn_pl.utils import atomic_save_figure, atomic_write_text
 
 __all__ = ["SETTINGS", "CompareInputError", "Setting", "available_method_configs",
@@ -271,6 +279,8 @@ class _Context:
     overrides: list[str]
     reference_epochs: int | None
     progress: bool
+    reuse_runs: bool = False
+    shard: tuple[int, int] | None = None
 
 
 def _logger_args(trainer_config: Path, run_dir: Path) -> list[str]:
@@ -328,6 +338,27 @@ def _fingerprint_config(cli: UnlearnCLI) -> dict[str, Any]:
             "trainer": {k: trainer.get(k) for k in _RECIPE_TRAINER_KEYS}}
 
 
+def _method_fingerprint(cli: UnlearnCLI) -> dict[str, Any]:
+    """What a method run's result depends on: its whole parsed config but where it logs and how
+    loudly, the data loader workers and the config files' paths (their content is in). Fuller
+    than a reference's fingerprint: a method's mid-fit decisions (DLFD's switch) see the probe
+    and the validation schedule. The original is named by its file name, whose digest
+    fingerprints the original's own recipe, so a moved or remounted workdir still matches."""
+    config = json.loads(json.dumps(cli.config.as_dict(), default=str))
+    config.pop("config", None)
+    trainer = config.get("trainer") or {}
+    for key in ("default_root_dir", "logger", "enable_progress_bar", "enable_model_summary"):
+        trainer.pop(key, None)
+    (config.get("report") or {}).pop("print_table", None)
+    config.get("data", {}).get("init_args", {}).pop("num_workers", None)
+    for part in (config.get("data", {}), config.get("model", {})):
+        part["init_args"] = {k: v for k, v in part.get("init_args", {}).items() if v is not None}
+    model_args = config.get("model", {}).get("init_args", {})
+    if model_args.get("original"):
+        model_args["original"] = Path(model_args["original"]).name
+    return config
+
+
 def _fit_and_test(cli: UnlearnCLI) -> dict[str, Any]:
     trainer, model = cli.trainer, cli.model
     start = time.perf_counter()
@@ -358,11 +389,12 @@ def bank_seed(seed: int, member: int) -> int:
     return 1_000_000 + 1_000 * seed + member
 
 
-def _reference(ctx: _Context, kind: str, seed: int,
-               member: int | None = None) -> tuple[dict[str, Any], Path]:
+def _reference(ctx: _Context, kind: str, seed: int, member: int | None = None, *,
+               claim: bool = False, wait: bool = False) -> tuple[dict[str, Any], Path]:
     """Train or reuse the original (``kind="original"``) or retrain network of one seed, or
     (``member``) a network of its reference bank: the retrain recipe on the same split with its
-    own seed (:func:`bank_seed`)."""
+    own seed (:func:`bank_seed`). ``claim``: mark the training with a claim file that other
+    shards wait on; ``wait``: wait while another shard's claim on this network lives."""
     label = kind if member is None else f"{kind} bank {member}"
     run_dir = ctx.workdir / f"seed{seed}" / (kind if member is None else f"bank/{kind}{member}")
     own = None if member is None else bank_seed(seed, member)
@@ -373,48 +405,127 @@ def _reference(ctx: _Context, kind: str, seed: int,
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
     checkpoint = run_dir / f"{kind}-{digest}.ckpt"
     record_path = checkpoint.with_suffix(".json")
-    if record_path.is_file() and checkpoint.is_file():
-        record = json.loads(record_path.read_text())
-        if record.get("config") == config and "signals" in record:
-            _say(ctx, f"seed {seed} {label}: reused {checkpoint}")
-            return {**record, "reused": True}, checkpoint
-    if checkpoint.is_file():
-        # Written atomically but its record is missing (a run stopped in between) or older than
-        # the per-sample signals: evaluate the checkpoint rather than train over it.
-        test_cli = _build([*run_args, "--model.init_args.original", str(checkpoint)],
-                          ctx.progress)
-        record = _test_only(test_cli)
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        record["fit_seconds"] = float(saved.get("unlearn_pl", {}).get("fit_seconds", math.nan))
-        record["wall_seconds"] = math.nan
-        record["class_path"] = config["model"].get("class_path")
-        reused = True
-    else:
-        _say(ctx, f"seed {seed} {label}: training ({config['trainer']['max_epochs']} epochs)")
-        record = _fit_and_test(cli)
-        # Every rank takes part in save_checkpoint (rank 0 writes): one temporary name for all.
-        temporary = run_dir / f".{checkpoint.name}.tmp"
-        cli.trainer.save_checkpoint(temporary)
+    claim_path = checkpoint.with_name(f".{checkpoint.name}.claim")
+    if wait and not checkpoint.is_file():
+        _wait_for_claim(ctx, claim_path, f"seed {seed} {label}")
+    with _claim(ctx, claim_path, claim and not checkpoint.is_file()):
+        if record_path.is_file() and checkpoint.is_file():
+            record = json.loads(record_path.read_text())
+            if record.get("config") == config and "signals" in record:
+                _say(ctx, f"seed {seed} {label}: reused {checkpoint}")
+                return {**record, "reused": True}, checkpoint
+        if checkpoint.is_file():
+            # Written atomically but its record is missing (a run stopped in between) or older
+            # than the per-sample signals: evaluate the checkpoint rather than train over it.
+            test_cli = _build([*run_args, "--model.init_args.original", str(checkpoint)],
+                              ctx.progress)
+            record = _test_only(test_cli)
+            saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+            record["fit_seconds"] = float(saved.get("unlearn_pl", {}).get("fit_seconds",
+                                                                          math.nan))
+            record["wall_seconds"] = math.nan
+            record["class_path"] = config["model"].get("class_path")
+            reused = True
+        else:
+            _say(ctx, f"seed {seed} {label}: training ({config['trainer']['max_epochs']} "
+                      "epochs)")
+            record = _fit_and_test(cli)
+            # Every rank takes part in save_checkpoint (rank 0 writes): one temporary name.
+            temporary = run_dir / f".{checkpoint.name}.tmp"
+            cli.trainer.save_checkpoint(temporary)
+            if _is_rank_zero():
+                os.replace(temporary, checkpoint)
+            cli.trainer.strategy.barrier()
+            reused = False
+        record = {**record, "config": config, "checkpoint": str(checkpoint)}
         if _is_rank_zero():
-            os.replace(temporary, checkpoint)
-        cli.trainer.strategy.barrier()
-        reused = False
-    record = {**record, "config": config, "checkpoint": str(checkpoint)}
-    if _is_rank_zero():
-        atomic_write_text(record_path, json.dumps(record))
+            atomic_write_text(record_path, json.dumps(record))
     _say(ctx, f"seed {seed} {label}: fit {record['fit_seconds']:.1f} s -> {checkpoint}")
     return {**record, "reused": reused}, checkpoint
 
 
+# A shard training a reference it owns (a unit of its share) marks it with a claim file beside
+# the checkpoint and touches it every _CLAIM_BEAT_S seconds; another shard that needs the
+# network (a method run needs its seed's original) waits while the claim lives, then reuses it.
+# A claim whose mtime has not moved for _CLAIM_STALE_S seconds of the waiter's own clock (no
+# clock shared between machines needed) is a dead shard's: the waiter trains the network itself.
+_CLAIM_BEAT_S = 30.0
+_CLAIM_STALE_S = 600.0
+_CLAIM_POLL_S = 5.0
+
+
+@contextlib.contextmanager
+def _claim(ctx: _Context, path: Path, enabled: bool) -> Any:
+    """Hold a claim file on a network while it trains (rank 0 only; removed on exit)."""
+    if not enabled or not _is_rank_zero():
+        yield
+        return
+    shard = "unsharded" if ctx.shard is None else f"shard {ctx.shard[0]}/{ctx.shard[1]}"
+    atomic_write_text(path, json.dumps({"host": platform.node(), "pid": os.getpid(),
+                                        "shard": shard, "started": time.time()}))
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(_CLAIM_BEAT_S):
+            with contextlib.suppress(OSError):
+                os.utime(path)
+
+    heartbeat = threading.Thread(target=beat, name="unlearn-pl-claim", daemon=True)
+    heartbeat.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        heartbeat.join()
+        path.unlink(missing_ok=True)
+
+
+def _wait_for_claim(ctx: _Context, path: Path, label: str) -> None:
+    """Return once the claim at ``path`` is gone (its network is trained) or stale."""
+    seen: int | None = None
+    since = time.monotonic()
+    while True:
+        try:
+            mtime = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return
+        if mtime != seen:
+            if seen is None:
+                holder = ""
+                with contextlib.suppress(OSError, ValueError, LookupError):
+                    holder = " ({shard} on {host}, pid {pid})".format(
+                        **json.loads(path.read_text()))
+                _say(ctx, f"{label}: waiting for the shard training it{holder}")
+            seen, since = mtime, time.monotonic()
+        elif time.monotonic() - since > _CLAIM_STALE_S:
+            _say(ctx, f"{label}: its claim {path} has not moved for {_CLAIM_STALE_S:.0f} s; "
+                      "training it here")
+            return
+        time.sleep(_CLAIM_POLL_S)
+
+
 def _method(ctx: _Context, name: str, config_path: Path, seed: int, original: Path,
             method_seed: int) -> dict[str, Any]:
+    """One method run. Its ``record.json`` keeps the run's fingerprint
+    (:func:`_method_fingerprint`); with ``reuse_runs`` a record with the same fingerprint is
+    reused instead of running again."""
     label = name if method_seed == seed else f"{name}-mseed{method_seed}"
     run_dir = ctx.workdir / f"seed{seed}" / label
     cli = _build(_run_args(ctx, config_path, seed, run_dir, name, original, method_seed),
                  ctx.progress)
+    config = _method_fingerprint(cli)
+    record_path = run_dir / "record.json"
+    if ctx.reuse_runs and record_path.is_file():
+        with contextlib.suppress(ValueError):
+            record = json.loads(record_path.read_text())
+            if record.get("config") == config and "signals" in record:
+                _say(ctx, f"seed {seed} {label}: reused {record_path}")
+                return {**record, "reused": True}
     record = _fit_and_test(cli)
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+    record = {**record, "fingerprint": digest, "config": config}
     if _is_rank_zero():
-        atomic_write_text(run_dir / "record.json", json.dumps(record))
+        atomic_write_text(record_path, json.dumps(record))
     _say(ctx, f"seed {seed} {label}: fit {record['fit_seconds']:.1f} s")
     return {**record, "reused": False}
 
@@ -627,7 +738,7 @@ def _row(setting: str, method: str, seed: int, record: Mapping[str, Any],
 
 
 def _environment(command: Sequence[str]) -> dict[str, Any]:
-    versions = {}
+    versions: dict[str, str | None] = {}
     for package in ("unlearn_pl", "torch", "lightning", "torchmetrics", "scikit-learn"):
         try:
             versions[package] = metadata.version(package)
@@ -701,6 +812,111 @@ def _audit_text(summary: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# --------------------------------------------------------------------------- shards
+class _Unit(NamedTuple):
+    """One unit of the runner's work: a reference network or one method run."""
+
+    kind: str  # "original", "retrain", "bank" or "method"
+    seed: int
+    member: int | None = None
+    method: str | None = None
+    method_seed: int | None = None
+
+    @property
+    def label(self) -> str:
+        if self.kind == "bank":
+            return f"retrain bank {self.member} seed {self.seed}"
+        if self.kind == "method":
+            own = "" if self.method_seed == self.seed else f" method seed {self.method_seed}"
+            return f"{self.method} seed {self.seed}{own}"
+        return f"{self.kind} seed {self.seed}"
+
+
+def _work_units(seeds: Sequence[int], references: int, methods: Sequence[str],
+                method_seeds: Sequence[int] | None) -> list[_Unit]:
+    """Every unit of a comparison, in the order ``--shard I/N`` deals them out (unit ``i`` to
+    shard ``i mod N``): the originals of all seeds, the retrain networks of all seeds, the bank
+    members (seed by seed, member by member), then the method runs (seed by seed, each method
+    in the order given, each method seed). References lead so that every shard trains its
+    share of them first, and the originals, which method runs start from, are the very first
+    units of the first shards."""
+    units = [_Unit("original", seed) for seed in seeds]
+    units += [_Unit("retrain", seed) for seed in seeds]
+    units += [_Unit("bank", seed, member) for seed in seeds for member in range(references)]
+    units += [_Unit("method", seed, method=method, method_seed=own) for seed in seeds
+              for method in methods for own in (method_seeds if method_seeds is not None
+                                                else [seed])]
+    return units
+
+
+def _parse_shard(shard: str | Sequence[int]) -> tuple[int, int]:
+    """``"I/N"`` or ``(I, N)`` → ``(I, N)`` with ``0 <= I < N``, else :class:`CompareInputError`."""
+    if isinstance(shard, str):
+        parts = shard.strip().split("/")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise CompareInputError(f"--shard {shard!r}: give I/N, this shard's index I and the "
+                                    "number of shards N, with 0 <= I < N (e.g. 0/8)")
+        shard = (int(parts[0]), int(parts[1]))
+    values = tuple(shard)
+    if (len(values) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
+                                    for v in values)):
+        raise CompareInputError(f"shard {shard!r}: give (I, N), two integers")
+    index, count = values
+    if count < 1 or not 0 <= index < count:
+        raise CompareInputError(f"--shard {index}/{count}: need 0 <= I < N, N shards numbered "
+                                "0 ... N-1 (e.g. 0/8 ... 7/8)")
+    return index, count
+
+
+def _run_shard(ctx: _Context, units: Sequence[_Unit],
+               method_configs: Mapping[str, Path]) -> list[dict[str, Any]]:
+    """Do this shard's share of ``units`` (its reference units first, as they are ordered), each
+    trained or reused through the cache; a method run whose seed's original is not this
+    shard's unit waits for the shard training it (its claim) or trains it if nobody is."""
+    assert ctx.shard is not None
+    index, count = ctx.shard
+    mine = [(i, unit) for i, unit in enumerate(units) if i % count == index]
+    _say(ctx, f"shard {index}/{count}: {len(mine)} of {len(units)} units")
+    originals: dict[int, Path] = {}
+    rows: list[dict[str, Any]] = []
+    for position, unit in mine:
+        if unit.kind != "method":
+            member = unit.member if unit.kind == "bank" else None
+            kind = "retrain" if unit.kind == "bank" else unit.kind
+            record, checkpoint = _reference(ctx, kind, unit.seed, member, claim=True)
+            if unit.kind == "original":
+                originals[unit.seed] = checkpoint
+            row = _row(ctx.setting, unit.kind, unit.seed, record)
+        else:
+            assert unit.method is not None and unit.method_seed is not None
+            if unit.seed not in originals:
+                originals[unit.seed] = _reference(ctx, "original", unit.seed, wait=True)[1]
+            try:
+                record = _method(ctx, unit.method, method_configs[unit.method], unit.seed,
+                                 originals[unit.seed], unit.method_seed)
+            except Exception as error:  # one failing run must not lose the others'
+                record = {"error": f"{type(error).__name__}: {error}"}
+                _say(ctx, f"{unit.label}: FAILED {record['error']}")
+            row = _row(ctx.setting, unit.method, unit.seed, record, unit.method_seed)
+        rows.append({**row, "unit": unit.label, "unit_index": position,
+                     "shard": f"{index}/{count}"})
+    return rows
+
+
+def _shard_text(rows: Sequence[Mapping[str, Any]], shard: tuple[int, int]) -> str:
+    """What a sharded invocation did, one line per unit."""
+    lines = [f"shard {shard[0]}/{shard[1]}: {len(rows)} units"]
+    for row in rows:
+        status = ("FAILED" if row.get("error") else "reused" if row.get("reused")
+                  else "ran" if row["method"] not in ("original", "retrain", "bank")
+                  else "trained")
+        lines.append(f"  unit {row['unit_index']:>4}  {status:<8} {row['unit']}"
+                     + (f": {row['error']}" if row.get("error") else ""))
+    lines.append("when every shard is done: the same command without --shard, with "
+                 "--reuse-runs, reuses every unit and writes the results")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- entry points
 def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int] = (0,),
             workdir: str | os.PathLike[str] | None = None,
@@ -708,7 +924,9 @@ def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int
             method_seeds: Sequence[int] | None = None, references: int = 0,
             trainer: str = "cpu", reference_epochs: int | None = None,
             num_threads: int | None = None, progress: bool = False,
-            configs_dir: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
+            configs_dir: str | os.PathLike[str] | None = None,
+            shard: str | tuple[int, int] | None = None,
+            reuse_runs: bool = False) -> list[dict[str, Any]]:
     """Run the comparison of ``methods`` against the original and retrain references.
 
     Args:
@@ -739,17 +957,41 @@ def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int
         progress: show Lightning's progress bars and model summaries.
         configs_dir: the ``configs`` folder (default: the shipped configs,
             :func:`default_configs_dir`).
+        shard: ``(I, N)`` or ``"I/N"``: do only shard ``I``'s share of the work, for a job
+            array of ``N`` tasks (or ``N`` GPUs) with one shared ``workdir``. The work units,
+            numbered in this order, are the originals of all seeds, the retrain networks of
+            all seeds, the bank members (seed by seed, member by member), then the method
+            runs (seed by seed, method by method, method seed by method seed); shard ``I``
+            does the units whose number ``i`` has ``i mod N == I``, its references first. A
+            method run needs its seed's original: if another shard is training it (a claim
+            file beside the checkpoint, touched every 30 s), the shard waits for it; if nobody
+            is (the claim is gone or has not moved for 10 minutes), it trains it itself.
+            Training is seeded and every write atomic, so a race at worst does that work twice
+            (on a GPU, not bit-exact, a method run may then start from a twin of the cached
+            original). Each fit keeps the trainer config's own devices and strategy. A
+            sharded call writes no results into ``output``: it returns (and the command
+            prints) one row per unit it did, with ``unit``, ``unit_index`` and ``shard``. When
+            every shard is done, the same call without ``shard`` and with ``reuse_runs``
+            reuses every unit and writes the results, the audit and the plots.
+        reuse_runs: reuse a method run whose ``record.json`` (in its run folder) was written
+            by a run of the same fingerprint (its whole config but logging, data workers and
+            the config files' paths; the original by its digest-named checkpoint) instead of
+            running it again. Off by default, so a plain call times fresh runs; reuse trusts
+            that the code has not changed since the record was written. References are always
+            reused.
 
     Returns:
         One row per method, seed and method seed (original and retrain first): every number
-        (:data:`METRICS` and losses, MIA AUC, wall seconds), ``reused`` (a cached reference),
-        the run's ``log_dir`` / ``checkpoint`` and the per-sample ``losses``. A method whose
-        run raised has no numbers and an ``error`` instead; the others still run (the command
-        line then exits with status 1 after writing the results).
+        (:data:`METRICS` and losses, MIA AUC, wall seconds), ``reused`` (a cached reference,
+        or with ``reuse_runs`` a reused method run), the run's ``log_dir`` / ``checkpoint`` and
+        the per-sample ``losses``. A method whose run raised has no numbers and an ``error``
+        instead; the others still run (the command line then exits with status 1 after
+        writing the results). With ``shard``: the rows of that shard's units, unaudited.
 
     Raises:
         CompareInputError: an unknown setting, method or trainer config, or no seed (or a
-            repeated one), or a repeated method seed; raised before any training.
+            repeated one), or a repeated method seed, or a shard outside ``0 <= I < N``;
+            raised before any training.
     """
     configs = Path(configs_dir or CONFIGS)
     name, data_config = _resolve_setting(setting, configs)
@@ -765,12 +1007,13 @@ def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int
     if references == 1 or references < 0:
         raise CompareInputError(f"--references {references}: the audit needs a bank of at least "
                                 "2 retrain networks (0 skips it)")
+    shard = _parse_shard(shard) if shard is not None else None
     spec = SETTINGS.get(name, Setting()) if not _is_yaml_path(setting) else Setting()
     workdir = Path(workdir or Path("runs") / "compare" / name)
     output = Path(output or Path("runs") / "compare" / name)
     ctx = _Context(name, data_config, trainer_config, configs, workdir, spec, list(overrides),
                    reference_epochs if reference_epochs is not None else spec.reference_epochs,
-                   progress)
+                   progress, reuse_runs, shard)
     available_methods()  # import every method so class_path names resolve
     threads = num_threads if num_threads is not None else spec.num_threads
     previous_threads = torch.get_num_threads()
@@ -787,7 +1030,12 @@ def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int
                                       if reference_epochs is not None else []),
                                     *(["--num-threads", str(num_threads)]
                                       if num_threads is not None else []),
+                                    *(["--shard", f"{shard[0]}/{shard[1]}"] if shard else []),
+                                    *(["--reuse-runs"] if reuse_runs else []),
                                     *overrides])
+        if shard is not None:
+            return _run_shard(ctx, _work_units(seeds, references, list(method_configs),
+                                               method_seeds), method_configs)
         rows: list[dict[str, Any]] = []
         for seed in seeds:
             original, checkpoint = _reference(ctx, "original", seed)
@@ -869,6 +1117,17 @@ def _parser() -> argparse.ArgumentParser:
                         help="K: train a bank of K more retrain networks per seed and audit "
                              "every method's per-example signals against it (retrain-likeness, "
                              "LiRA; with --method-seeds N >= 4 and K >= N the ε-score)")
+    parser.add_argument("--shard", default=None, metavar="I/N",
+                        help="do only shard I's share of the work (I = 0 ... N-1), e.g. "
+                             "--shard $SLURM_ARRAY_TASK_ID/8 in a job array sharing one "
+                             "--workdir: work units in the order originals, retrains, bank "
+                             "members, method runs (each by seed), unit i to shard i mod N; a "
+                             "shard writes the cache and prints what it did, no results; then "
+                             "run the same command without --shard, with --reuse-runs")
+    parser.add_argument("--reuse-runs", action="store_true",
+                        help="reuse a method run whose record.json has the same fingerprint "
+                             "(config) instead of running it again (default: every method runs "
+                             "afresh, so its time is this invocation's)")
     parser.add_argument("--workdir", default=None,
                         help="cache of original/retrain and runs (default runs/compare/SETTING)")
     parser.add_argument("--output", default=None,
@@ -906,11 +1165,15 @@ def main(argv: Sequence[str] | None = None) -> None:
                            references=args.references, trainer=args.trainer,
                            reference_epochs=args.reference_epochs,
                            num_threads=args.num_threads, progress=args.progress,
-                           configs_dir=args.configs_dir)
+                           configs_dir=args.configs_dir, shard=args.shard,
+                           reuse_runs=args.reuse_runs)
         except CompareInputError as error:
             parser.error(str(error))
     failed = [f"{r['method']} ({_run_name(r)}): {r['error']}" for r in rows if r.get("error")]
-    if _is_rank_zero():
+    if args.shard is not None:
+        if _is_rank_zero():
+            print(_shard_text(rows, _parse_shard(args.shard)))
+    elif _is_rank_zero():
         output = Path(args.output or Path("runs") / "compare" / Path(args.setting).stem)
         print(markdown_table(summarize(rows)))
         print(f"results: {output.resolve()}/results.{{md,csv,json}} and plots")
