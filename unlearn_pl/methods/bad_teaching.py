@@ -83,9 +83,6 @@ class BadTeaching(UnlearningModule):
                          weight_decay=weight_decay, **kwargs)
 
     def setup_unlearning(self) -> None:
-        if self.hparams.original is None:
-            raise ValueError("BadTeaching distils from the original network: set "
-                             "model.init_args.original to its checkpoint")
         self.frozen_copy("competent_teacher")
         teacher = incompetent_teacher(self.network, self.hparams.seed).to(self.device)
         self.frozen_copy("incompetent_teacher", teacher)

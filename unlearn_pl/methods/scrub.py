@@ -151,9 +151,6 @@ class SCRUB(UnlearningModule):
                 "forget": math.ceil(sizes["forget"] / datamodule.forget_batch_size)}
 
     def setup_unlearning(self) -> None:
-        if self.hparams.original is None:
-            raise ValueError("SCRUB distils from the original network: set "
-                             "model.init_args.original to its checkpoint")
         self.frozen_copy("teacher")
 
     def scheduled_lr(self, scrub_epoch: int) -> float:

@@ -161,11 +161,6 @@ class UNSIR(UnlearningModule):
         self.repair_started = False
 
     # ------------------------------------------------------------------ noise
-    def setup_unlearning(self) -> None:
-        if self.hparams.original is None:
-            raise ValueError("UNSIR learns its noise against the original network: set "
-                             "model.init_args.original to its checkpoint")
-
     def noise_request(self) -> tuple[Tensor, Tensor]:
         """Initial noise (normalised space) and labels for this run's forget request."""
         datamodule = self.trainer.datamodule  # type: ignore[attr-defined]
