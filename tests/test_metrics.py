@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedShuffleSplit, cross_val_score
+from threadpoolctl import threadpool_limits
 from torch import Tensor
 from torch.utils.data import DistributedSampler, TensorDataset
 
@@ -29,6 +30,7 @@ from unlearn_pl.metrics import (
     balance_membership,
     forgetting_score,
     membership_inference_attack,
+    mia,
     nomus,
 )
 from unlearn_pl.metrics.mia import _binary_auc, _fit_logistic_1d
@@ -53,6 +55,13 @@ def _losses(kind: str, n_members: int, n_non_members: int, seed: int = 0) -> tup
     elif kind == "heavy":  # a few huge losses, as on mislabelled or hard unseen samples
         members = torch.distributions.LogNormal(-2.0, 1.5).sample((n_members,))
         non_members = torch.distributions.LogNormal(-1.0, 2.0).sample((n_non_members,))
+    elif kind == "weak":  # nearly forgotten: an attack accuracy of about 0.52
+        members = torch.distributions.Gamma(1.0, 2.2).sample((n_members,))
+        non_members = torch.distributions.Gamma(1.0, 2.0).sample((n_non_members,))
+    elif kind == "ties":  # confident predictions' losses stop at float32's resolution: ties
+        members = torch.distributions.LogNormal(-10.0, 5.0).sample((n_members,))
+        non_members = torch.distributions.LogNormal(-6.0, 5.0).sample((n_non_members,))
+        members, non_members = members.clamp_min(2.0**-23), non_members.clamp_min(2.0**-23)
     else:
         raise ValueError(kind)
     features = torch.cat([members, non_members])
@@ -63,13 +72,15 @@ def _losses(kind: str, n_members: int, n_non_members: int, seed: int = 0) -> tup
 def _sklearn_mia(features: Tensor, membership: Tensor, n_splits: int, seed: int) -> float:
     """The MUFAC / DLFD ``simple_mia``: LogisticRegression() scored by cross_val_score."""
     cv = StratifiedShuffleSplit(n_splits=n_splits, test_size=0.1, random_state=seed)
-    scores = cross_val_score(
-        LogisticRegression(),
-        features.numpy().reshape(-1, 1),
-        membership.numpy().astype(int),
-        cv=cv,
-        scoring="accuracy",
-    )
+    # Its OpenMP threads spin against each other on a busy machine (5x slower here).
+    with threadpool_limits(1):
+        scores = cross_val_score(
+            LogisticRegression(),
+            features.numpy().reshape(-1, 1),
+            membership.numpy().astype(int),
+            cv=cv,
+            scoring="accuracy",
+        )
     return float(scores.mean())
 
 
@@ -146,7 +157,8 @@ def test_logistic_fit_matches_sklearn(kind: str) -> None:
 def test_attack_accuracy_matches_sklearn(kind: str, expected: float | None) -> None:
     # Unbalanced on purpose: scikit-learn gets the same balanced subsample through the public
     # helper. The splits differ between the implementations, so the means are compared over many
-    # splits (50 x 600 test samples) where their sampling noise is far below 0.01.
+    # splits (50 x 600 test samples) where their sampling noise is far below 0.01; the bias is
+    # held much tighter by test_attack_mean_over_seeds_matches_sklearn.
     features, membership = _losses(kind, 3000, 4000, seed=1)
     ours = membership_inference_attack(features, membership, n_splits=50, seed=3)
     balanced_x, balanced_m = balance_membership(features, membership, seed=3)
@@ -162,12 +174,134 @@ def test_attack_accuracy_matches_sklearn(kind: str, expected: float | None) -> N
     assert ours["auc"].item() == pytest.approx(reference_auc, abs=0.01)
 
 
-def test_default_pipeline_matches_sklearn_defaults() -> None:
-    # The default 10 splits, as the DLFD code runs them; 5 seeds average out the split noise.
-    features, membership = _losses("gamma", 4000, 4000, seed=2)
-    ours = [membership_inference_attack(features, membership, seed=s)["accuracy"] for s in range(5)]
-    theirs = [_sklearn_mia(features, membership, n_splits=10, seed=s) for s in range(5)]
-    assert float(torch.stack(ours).mean()) == pytest.approx(float(np.mean(theirs)), abs=0.01)
+@pytest.mark.parametrize("kind", ["weak", "heavy", "ties"])
+def test_fit_predicts_like_default_lbfgs_on_its_folds(kind: str) -> None:
+    # The reference is LogisticRegression() as the papers ran it: lbfgs on the raw loss, stopping
+    # at tol=1e-4 (after 3-14 iterations here), not at the optimum Newton reaches. It stops close
+    # enough: on its own folds its test predictions are the optimum's, but for a sample that
+    # lies on the threshold in a rare split, either way (no convergence or tie bias).
+    features, membership = _losses(kind, 2015, 3556, seed=5)
+    x, y = balance_membership(features, membership, seed=5)
+    cv = StratifiedShuffleSplit(n_splits=20, test_size=0.1, random_state=5)
+    folds = list(cv.split(x.numpy(), y.numpy()))
+    with threadpool_limits(1):
+        theirs = cross_val_score(
+            LogisticRegression(), x.numpy()[:, None], y.numpy().astype(int), cv=folds
+        )
+    train, test = (torch.from_numpy(np.stack(fold)) for fold in zip(*folds, strict=True))
+    w, b = _fit_logistic_1d(x[train], y[train].double())
+    ours = ((w[:, None] * x[test] + b[:, None] > 0) == y[test]).double().mean(1)
+    difference = ours - torch.from_numpy(theirs)
+    assert float(difference.abs().max()) <= 1.001 / test.shape[1]
+    assert int((difference != 0).sum()) <= 2, difference
+
+
+def _fold_noise(x: Tensor, y: Tensor, train_x: Tensor, train_y: Tensor) -> Tensor:
+    """Per split, a fixed classifier's test-fold accuracy minus its expectation (a control variate).
+
+    Most of the split-to-split spread of the attack's accuracy is which samples land in the test
+    fold, and a fixed classifier (the logistic fit on all of ``x``) sees the same draw. Given the
+    fold's class counts its expected test accuracy is known exactly, because both implementations
+    draw each class's test samples uniformly; subtracting this difference from the attack's
+    accuracy keeps the mean, fold sizes included, and removes most of the spread. Each test fold
+    is the rest of the data, in both implementations.
+
+    Args:
+        x, y: All attacked features, float64 ``(N,)``, and membership, bool ``(N,)``.
+        train_x, train_y: The train folds, ``(S, N_train)``.
+    """
+    w, b = _fit_logistic_1d(x[None], y[None].double())
+    right, train_right = (w * x + b > 0) == y, (w * train_x + b > 0) == train_y
+    n = torch.stack([(~y).sum(), y.sum()])
+    n_right = torch.stack([(right & ~y).sum(), (right & y).sum()])
+    n_test = n - torch.stack([(~train_y).sum(1), train_y.sum(1)], 1)
+    test_right = n_right - torch.stack(
+        [(train_right & ~train_y).sum(1), (train_right & train_y).sum(1)], 1
+    )
+    return (test_right.sum(1) - (n_test * (n_right / n)).sum(1)) / n_test.sum(1)
+
+
+def test_attack_mean_over_seeds_matches_sklearn(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 14: over a few seeds the attack read ~0.003 below scikit-learn. The two draw different
+    # splits, so per seed their difference spreads by ~0.009 (10 splits of ~400 test samples) and
+    # a bias of that size hides in the spread. Here both sides subtract the control variate above
+    # (per-seed spread ~0.001), the seeds differ between cases (shared seeds put the splits on
+    # the same ranks of every distribution and correlate their errors), and the mean difference
+    # over 40 seeds is held to 0.001 (each case's over 10 seeds to 0.0015): their standard errors
+    # are ~0.00013 (checked below) and 0.0002-0.0004, so a bias of 0.002 fails while an unbiased
+    # attack passes by 4 or more standard errors. The counts are the issue's face-age ones.
+    calls: list[tuple[Tensor, Tensor]] = []
+
+    def recording_fit(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        calls.append((x, y.bool()))
+        return _fit_logistic_1d(x, y)
+
+    monkeypatch.setattr(mia, "_fit_logistic_1d", recording_fit)
+    differences = {}
+    for k, (kind, balance) in enumerate(
+        [("gamma", True), ("weak", True), ("heavy", True), ("gamma", False)]
+    ):
+        features, membership = _losses(kind, 2015, 3556, seed=k)
+        per_seed = []
+        for seed in range(100 * k, 100 * k + 10):
+            calls.clear()
+            ours = membership_inference_attack(features, membership, seed=seed, balance=balance)
+            ((train_x, train_y),) = calls
+            if balance:
+                x, y = balance_membership(features, membership, seed=seed)
+            else:
+                x, y = features.double(), membership.bool()
+            ours_adjusted = ours["accuracy"].double() - _fold_noise(x, y, train_x, train_y).mean()
+
+            cv = StratifiedShuffleSplit(n_splits=10, test_size=0.1, random_state=seed)
+            folds = list(cv.split(x.numpy(), y.numpy()))
+            with threadpool_limits(1):  # see _sklearn_mia
+                theirs = cross_val_score(
+                    LogisticRegression(), x.numpy()[:, None], y.numpy().astype(int), cv=folds
+                ).mean()
+            train = torch.from_numpy(np.stack([fold for fold, _ in folds]))
+            theirs_adjusted = theirs - _fold_noise(x, y, x[train], y[train]).mean()
+            per_seed.append(ours_adjusted - theirs_adjusted)
+        differences[(kind, balance)] = torch.stack(per_seed)
+
+    pooled = torch.cat(list(differences.values()))
+    standard_error = float(pooled.std()) / math.sqrt(pooled.numel())
+    summary = {case: round(float(d.mean()), 5) for case, d in differences.items()}
+    assert abs(float(pooled.mean())) < 0.001, summary
+    for case, d in differences.items():
+        assert abs(float(d.mean())) < 0.0015, (case, summary)
+    assert standard_error < 2e-4, f"too little power: {standard_error:.5f} {summary}"
+
+
+def test_attack_draws_each_class_test_fold_uniformly(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The control variate above assumes uniform test folds, and would absorb most of a bias of the
+    # draw itself (e.g. ties of the random keys broken towards small losses), so the draw is
+    # checked here. Feature = 2 * rank + membership: the train folds tell every sample's rank.
+    calls: list[Tensor] = []
+
+    def recording_fit(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        calls.append(x)
+        return _fit_logistic_1d(x, y)
+
+    monkeypatch.setattr(mia, "_fit_logistic_1d", recording_fit)
+    n, n_splits, n_test = 500, 2000, 50
+    membership = torch.arange(2 * n) % 2
+    membership_inference_attack(
+        membership + 2 * (torch.arange(2 * n) // 2), membership, n_splits=n_splits, seed=0
+    )
+    (train_x,) = calls
+    in_train = torch.bincount(train_x.long().flatten(), minlength=2 * n).reshape(n, 2)
+    in_test = (n_splits - in_train).double()  # (rank, class): splits that held it out
+    assert bool((in_test.sum(0) == n_splits * n_test).all())
+    rank = (torch.arange(n, dtype=torch.float64)[:, None] + 0.5) / n
+    # Mean rank of the test samples: 0.5 +- 0.0009 (hypergeometric spread over the splits).
+    mean_rank = (in_test * rank).sum(0) / in_test.sum(0)
+    torch.testing.assert_close(
+        mean_rank, torch.full((2,), 0.5, dtype=torch.float64), atol=0.004, rtol=0
+    )
+    # And per tenth of the ranks (a U or a bump): a share of 0.1 +- 0.0009 of the test samples.
+    share = in_test.reshape(10, n // 10, 2).sum(1) / in_test.sum(0)
+    torch.testing.assert_close(share, torch.full_like(share, 0.1), atol=0.004, rtol=0)
 
 
 def test_binary_auc_matches_sklearn_with_ties() -> None:
