@@ -72,6 +72,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from unlearn_pl.cli import UnlearnCLI
 from unlearn_pl.data import UnlearningDataModule
 from unlearn_pl.evaluation import VERDICT_RULE, audit_method, sample_losses, sample_signals
+from unlearn_pl.evaluation.bank import train_bank
 from unlearn_pl.methods import UnlearningModule, available_methods
 from unlearn_pl.utils import atomic_save_figure, atomic_write_text
 
@@ -389,13 +390,10 @@ def bank_seed(seed: int, member: int) -> int:
     return 1_000_000 + 1_000 * seed + member
 
 
-def _reference(ctx: _Context, kind: str, seed: int, member: int | None = None, *,
-               claim: bool = False, wait: bool = False) -> tuple[dict[str, Any], Path]:
-    """Train or reuse the original (``kind="original"``) or retrain network of one seed, or
-    (``member``) a network of its reference bank: the retrain recipe on the same split with its
-    own seed (:func:`bank_seed`). ``claim``: mark the training with a claim file that other
-    shards wait on; ``wait``: wait while another shard's claim on this network lives."""
-    label = kind if member is None else f"{kind} bank {member}"
+def _reference_run(ctx: _Context, kind: str, seed: int, member: int | None
+                   ) -> tuple[list[str], UnlearnCLI, dict[str, Any], Path]:
+    """The arguments, built CLI, fingerprinted config and cache checkpoint path of a reference
+    network (``member``: of the seed's bank, with its own seed :func:`bank_seed`)."""
     run_dir = ctx.workdir / f"seed{seed}" / (kind if member is None else f"bank/{kind}{member}")
     own = None if member is None else bank_seed(seed, member)
     run_args = _run_args(ctx, ctx.configs_dir / "methods" / f"{kind}.yaml", seed, run_dir, kind,
@@ -403,7 +401,17 @@ def _reference(ctx: _Context, kind: str, seed: int, member: int | None = None, *
     cli = _build(run_args, ctx.progress)
     config = _fingerprint_config(cli)
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
-    checkpoint = run_dir / f"{kind}-{digest}.ckpt"
+    return run_args, cli, config, run_dir / f"{kind}-{digest}.ckpt"
+
+
+def _reference(ctx: _Context, kind: str, seed: int, member: int | None = None, *,
+               claim: bool = False, wait: bool = False) -> tuple[dict[str, Any], Path]:
+    """Train or reuse the original (``kind="original"``) or retrain network of one seed, or
+    (``member``) a network of its reference bank: the retrain recipe on the same split with its
+    own seed (:func:`bank_seed`). ``claim``: mark the training with a claim file that other
+    shards wait on; ``wait``: wait while another shard's claim on this network lives."""
+    label = kind if member is None else f"{kind} bank {member}"
+    run_args, cli, config, checkpoint = _reference_run(ctx, kind, seed, member)
     record_path = checkpoint.with_suffix(".json")
     claim_path = checkpoint.with_name(f".{checkpoint.name}.claim")
     if wait and not checkpoint.is_file():
@@ -431,7 +439,7 @@ def _reference(ctx: _Context, kind: str, seed: int, member: int | None = None, *
                       "epochs)")
             record = _fit_and_test(cli)
             # Every rank takes part in save_checkpoint (rank 0 writes): one temporary name.
-            temporary = run_dir / f".{checkpoint.name}.tmp"
+            temporary = checkpoint.with_name(f".{checkpoint.name}.tmp")
             cli.trainer.save_checkpoint(temporary)
             if _is_rank_zero():
                 os.replace(temporary, checkpoint)
@@ -442,6 +450,49 @@ def _reference(ctx: _Context, kind: str, seed: int, member: int | None = None, *
             atomic_write_text(record_path, json.dumps(record))
     _say(ctx, f"seed {seed} {label}: fit {record['fit_seconds']:.1f} s -> {checkpoint}")
     return {**record, "reused": reused}, checkpoint
+
+
+#: Trainer settings of the retrain recipe that the bank's ensemble fit keeps.
+_BANK_TRAINER_KEYS = ("accelerator", "precision", "max_steps", "accumulate_grad_batches",
+                      "gradient_clip_val", "gradient_clip_algorithm")
+
+
+def _bank(ctx: _Context, seed: int, references: int) -> list[dict[str, Any]]:
+    """Seed ``seed``'s reference bank: members cached in the workdir are reused
+    (:func:`_reference`); two or more missing ones are trained at once as one ensemble
+    (:func:`unlearn_pl.evaluation.bank.train_bank`: member ``m`` is the retrain run of seed
+    :func:`bank_seed` to float tolerance) and cached where :func:`_reference` caches them (the
+    checkpoint and record named by their fingerprint). A recipe on several devices or with
+    clipping by norm trains its members one by one."""
+    missing: list[tuple[int, UnlearnCLI, dict[str, Any], Path]] = []
+    for member in range(references):
+        _, cli, config, checkpoint = _reference_run(ctx, "retrain", seed, member)
+        if not checkpoint.is_file():
+            missing.append((member, cli, config, checkpoint))
+    trained: dict[int, dict[str, Any]] = {}
+    first = missing[0][1] if missing else None
+    if first is not None and len(missing) >= 2 and first.trainer.world_size == 1 and (
+            not first.trainer.gradient_clip_val
+            or first.trainer.gradient_clip_algorithm == "value"):
+        trainer_config = first.config["trainer"]
+        epochs = int(first.trainer.max_epochs)  # type: ignore[arg-type]
+        _say(ctx, f"seed {seed} bank: training members {[m for m, *_ in missing]} as one "
+                  f"ensemble ({epochs} epochs)")
+        records = train_bank(first.datamodule, len(missing),  # type: ignore[arg-type]
+                             [bank_seed(seed, m) for m, *_ in missing], epochs,
+                             recipe=dict(first.model.hparams),
+                             checkpoints=[c for *_, c in missing],
+                             trainer_kwargs={k: trainer_config[k] for k in _BANK_TRAINER_KEYS
+                                             if trainer_config.get(k) is not None})
+        for (member, _, config, checkpoint), record in zip(missing, records, strict=True):
+            record = {**record, "config": config, "checkpoint": str(checkpoint)}
+            if _is_rank_zero():
+                atomic_write_text(checkpoint.with_suffix(".json"), json.dumps(record))
+            _say(ctx, f"seed {seed} retrain bank {member}: fit {record['fit_seconds']:.1f} s "
+                      f"(its share) -> {checkpoint}")
+            trained[member] = {**record, "reused": False}
+    return [trained[m] if m in trained else _reference(ctx, "retrain", seed, m)[0]
+            for m in range(references)]
 
 
 # A shard training a reference it owns (a unit of its share) marks it with a claim file beside
@@ -1040,7 +1091,7 @@ def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int
         for seed in seeds:
             original, checkpoint = _reference(ctx, "original", seed)
             retrain, _ = _reference(ctx, "retrain", seed)
-            bank = [_reference(ctx, "retrain", seed, member)[0] for member in range(references)]
+            bank = _bank(ctx, seed, references)
             seed_rows = [_row(name, "original", seed, original),
                          _row(name, "retrain", seed, retrain)]
             for method, config_path in method_configs.items():
