@@ -116,6 +116,13 @@ def test_the_runner_audits_every_method_against_a_cached_bank(tmp_path: Path) ->
         assert {"outside_band", "lira_auc", "distance_to_retrain", "verdict"} <= set(row)
     # Retrain as the target is the floor itself.
     assert by_method["retrain"]["outside_band"] == by_method["retrain"]["floor_outside_band"]
+    # With N = 4 method seeds and a bank of 2N: the ε-score, and retrain's own against itself.
+    epsilon = compare(output=tmp_path / "epsilon", **{**kwargs, "references": 8,
+                                                      "method_seeds": [0, 1, 2, 3]})
+    by_method = {row["method"]: row for row in epsilon}
+    assert by_method["retrain"]["epsilon_forget_quality"] == \
+        by_method["finetune"]["retrain_epsilon_forget_quality"]
+    assert "ε-score F" in (tmp_path / "epsilon" / "results.md").read_text()
     table = (tmp_path / "out" / "results.md").read_text()
     assert table.splitlines()[2].startswith("| method | distance to retrain |")
     assert table.splitlines()[4].startswith("| retrain |")

@@ -640,8 +640,9 @@ _COLUMNS = (("acc_retain", "D_r acc"), ("acc_forget", "D_f acc"), ("acc_unseen",
             ("fit_seconds", "time (s)"), ("time_ratio_to_retrain", "time / retrain"))
 # The audit's columns lead the table when there is a bank: the distance to retrain first.
 _AUDIT_COLUMNS = (("distance_to_retrain", "distance to retrain"),
-                  ("outside_band", "outside retrain band"), ("lira_auc", "LiRA AUC"),
-                  ("lira_tpr_1pct", "LiRA TPR@1%FPR"), ("epsilon_forget_quality", "ε-score F"))
+                  ("outside_band", "outside retrain band"), ("mean_abs_z", "mean abs z"),
+                  ("lira_auc", "LiRA AUC"), ("lira_tpr_1pct", "LiRA TPR@1%FPR"),
+                  ("epsilon_forget_quality", "ε-score F"))
 
 
 def _by_distance(summary: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -855,8 +856,13 @@ def _audit_text(summary: Sequence[Mapping[str, Any]]) -> str:
              "split): distance to retrain = mean of the absolute accuracy gaps (forget, retain, "
              "held-out) and of the excess of forget examples outside the bank's central 95 % "
              "band of each example's logit-scaled confidence over a held-out retrain network's "
-             "(retrain's row); LiRA = offline LiRA, members forget, non-members held-out; "
-             f"ε-score F = the competition's forget quality. Verdict rule: {VERDICT_RULE}.", ""]
+             "(retrain's row); mean abs z = mean over forget examples of the distance of "
+             "their signal from the bank's mean in the bank's standard deviations (retrain's "
+             "row: the held-out retrain network's); LiRA = offline LiRA, members forget, "
+             "non-members held-out; ε-score F = the competition's forget quality of the "
+             "method's N runs against N bank networks (retrain's row: N bank networks against "
+             f"N others, the best reachable with N networks). Verdict rule: {VERDICT_RULE}.",
+             ""]
     for entry in _by_distance(summary):
         for verdict in entry.get("verdicts", []):
             lines.append(f"- **{entry['method']}**: {verdict}")
@@ -1142,6 +1148,12 @@ def _audit(rows: Sequence[dict[str, Any]], bank: Sequence[Mapping[str, Any]],
                               ("final_score", "epsilon_final_score")):
                 if key in epsilon:
                     row[name] = epsilon[key]
+    # Retrain's own row shows retrain against itself (N bank networks against N others).
+    against_itself = [r["retrain_epsilon_forget_quality"] for r in rows
+                      if "retrain_epsilon_forget_quality" in r]
+    for row in rows:
+        if row["method"] == "retrain" and against_itself:
+            row["epsilon_forget_quality"] = against_itself[0]
 
 
 def _parser() -> argparse.ArgumentParser:
