@@ -257,7 +257,7 @@ def test_dlfd_fast_switches_on_the_quickstart_setting(tmp_path: Path) -> None:
     """The digits setting has fewer batches per epoch than dlfd_fast's check interval; the
     setting's override must let the dynamic forgetting strategy check and switch."""
     compare(setting="digits", methods=["dlfd_fast"], seeds=[0], workdir=tmp_path / "work",
-            output=tmp_path / "out", reference_epochs=2, num_threads=1)
+            output=tmp_path / "out", reference_epochs=2, num_threads=1, references=0)
     (metrics,) = (tmp_path / "work").glob("seed0/dlfd_fast/**/metrics.csv")
     header, *rows = [line.split(",") for line in metrics.read_text().splitlines()]
     column = header.index("dynamic_forgetting/switch_step")

@@ -123,11 +123,14 @@ class Setting:
         num_threads: torch intra-op threads for the whole run (``None``: torch's default).
         overrides: arguments added to every run of the setting.
         method_overrides: extra arguments per method config name.
+        references: the reference bank's size when ``--references`` is not given (0: no
+            privacy audit).
         note: why the setting differs from the plain configs, shown in ``results.md``.
     """
 
     reference_epochs: int | None = None
     num_threads: int | None = None
+    references: int = 0
     overrides: tuple[str, ...] = ()
     method_overrides: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     note: str = ""
@@ -154,7 +157,10 @@ SETTINGS: dict[str, Setting] = {
     # The quickstart: ~15 epochs give the width-2 tiny CNN ~97 % test accuracy in seconds. One
     # thread: for a network this small, a second OpenMP thread costs more in synchronisation than
     # it saves, and on a busy 2-core machine it made training 10× slower (75 vs 6 ms per step).
+    # The quickstart audits every method against 8 retrains of other seeds (trained as one
+    # ensemble: about 20 s here), so its table leads with the verdict.
     "digits": Setting(reference_epochs=15, num_threads=1, method_overrides=SMALL_DATA_CHECKS,
+                      references=8,
                       note="tiny_cnn (width 2), 15 reference epochs, 1 torch thread; "
                            "dlfd_fast checks every 5 steps"),
     # Boundary Unlearning's setting, resnet18 at 32×32 (configs/data/cifar10.yaml).
@@ -978,7 +984,7 @@ def _shard_text(rows: Sequence[Mapping[str, Any]], shard: tuple[int, int]) -> st
 def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int] = (0,),
             workdir: str | os.PathLike[str] | None = None,
             output: str | os.PathLike[str] | None = None, overrides: Sequence[str] = (), *,
-            method_seeds: Sequence[int] | None = None, references: int = 0,
+            method_seeds: Sequence[int] | None = None, references: int | None = None,
             trainer: str = "cpu", reference_epochs: int | None = None,
             num_threads: int | None = None, progress: bool = False,
             configs_dir: str | os.PathLike[str] | None = None,
@@ -1006,7 +1012,8 @@ def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int
             retrain recipe on the same split, own seeds :func:`bank_seed`, cached in
             ``<workdir>/seed<k>/bank``) that the privacy audit reads every method's per-example
             signals against (:func:`unlearn_pl.evaluation.audit_method`); with N ≥ 4 method
-            seeds and K ≥ N also the ε-score (K ≥ 2N: retrain's own beside it). 0: no audit.
+            seeds and K ≥ N also the ε-score (K ≥ 2N: retrain's own beside it). 0: no audit;
+            default: the setting's (:attr:`Setting.references`: 8 for digits, else 0).
         trainer: trainer config name in ``configs/trainer`` or a path.
         reference_epochs: epochs of original and retrain; default the setting's
             (:data:`SETTINGS`), else the reference configs' own.
@@ -1061,11 +1068,12 @@ def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int
                                      or len(set(method_seeds)) != len(method_seeds)):
         raise CompareInputError(f"give one or more distinct method seeds, got "
                                 f"{list(method_seeds)}")
+    spec = SETTINGS.get(name, Setting()) if not _is_yaml_path(setting) else Setting()
+    references = spec.references if references is None else references
     if references == 1 or references < 0:
         raise CompareInputError(f"--references {references}: the audit needs a bank of at least "
                                 "2 retrain networks (0 skips it)")
     shard = _parse_shard(shard) if shard is not None else None
-    spec = SETTINGS.get(name, Setting()) if not _is_yaml_path(setting) else Setting()
     workdir = Path(workdir or Path("runs") / "compare" / name)
     output = Path(output or Path("runs") / "compare" / name)
     ctx = _Context(name, data_config, trainer_config, configs, workdir, spec, list(overrides),
@@ -1176,10 +1184,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--method-seeds", nargs="+", type=int, default=None,
                         help="run every method once per method seed against each seed's split "
                              "and references: the spread of the unlearning run alone")
-    parser.add_argument("--references", type=int, default=0,
+    parser.add_argument("--references", type=int, default=None,
                         help="K: train a bank of K more retrain networks per seed and audit "
                              "every method's per-example signals against it (retrain-likeness, "
-                             "LiRA; with --method-seeds N >= 4 and K >= N the ε-score)")
+                             "LiRA; with --method-seeds N >= 4 and K >= N the ε-score); 0: no "
+                             "audit (default: the setting's, 8 for digits, else 0)")
     parser.add_argument("--shard", default=None, metavar="I/N",
                         help="do only shard I's share of the work (I = 0 ... N-1), e.g. "
                              "--shard $SLURM_ARRAY_TASK_ID/8 in a job array sharing one "
