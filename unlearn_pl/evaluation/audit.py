@@ -6,7 +6,10 @@ set and on the attack's held-out non-members, keyed by sample id: what
 :class:`~unlearn_pl.methods.UnlearningModule` keeps in ``last_samples`` and the comparison runner
 stores in its records. The bank's networks (the retrain recipe with other seeds on the same split)
 never saw either set; the split's own retrain network, which is not in the bank, is the floor
-every per-example test is read against (what an exact unlearner gets).
+every per-example test is read against (what an exact unlearner gets). The bank is retrains of
+other seeds, not networks on random halves of D_r: the question is whether a network could be a
+retrain, so the reference distribution must be the retrain recipe's (networks on half the data
+are less confident everywhere and would flag exact retrains too).
 """
 
 from __future__ import annotations
