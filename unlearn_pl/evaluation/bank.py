@@ -59,6 +59,7 @@ from unlearn_pl.data.core import ImageTensorDataset, augmentation_seed
 from unlearn_pl.data.datamodule import EpochShuffleSampler
 from unlearn_pl.evaluation.evaluate import evaluate, sample_losses, sample_signals
 from unlearn_pl.methods import Train, UnlearningModule
+from unlearn_pl.methods.base import configure_optimization
 from unlearn_pl.networks import Classifier, build_network
 
 __all__ = ["EnsembleTrain", "StackedNetworks", "bank_loader", "member_losses", "train_bank"]
@@ -257,27 +258,9 @@ class EnsembleTrain(LightningModule):
                                      f"step {self.global_step}; lower the learning rate")
 
     def configure_optimizers(self) -> Any:
-        # The recipe's optimiser (UnlearningModule.configure_optimizers) over the stacked
-        # tensors: every update is element-wise, so it equals one optimiser per member.
-        hp = self.hparams
-        params = list(self.parameters())
-        if hp.optimizer == "sgd":
-            optimizer: torch.optim.Optimizer = torch.optim.SGD(
-                params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
-        elif hp.optimizer == "adam":
-            optimizer = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        else:
-            optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        if hp.scheduler == "none":
-            return optimizer
-        steps = max(1, int(self.trainer.estimated_stepping_batches))
-        if hp.scheduler == "cosine":
-            scheduler: Any = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-        else:
-            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp.lr,
-                                                            total_steps=steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler,
-                                                         "interval": "step"}}
+        # The recipe's optimiser over the stacked tensors: every update is element-wise, so it
+        # equals one optimiser per member.
+        return configure_optimization(list(self.parameters()), self.hparams, self.trainer)
 
     def member_state_dict(self, index: int) -> dict[str, Tensor]:
         """Member ``index``'s network state dict (``build_network(...).load_state_dict``)."""

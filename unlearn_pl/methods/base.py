@@ -26,6 +26,29 @@ EVAL_SPLITS = ("retain", "forget", "unseen", "retain_test", "forget_test")
 WeightsSource = Literal["random", "original", "checkpoint", "trained", "given"]
 
 
+def configure_optimization(params: list[nn.Parameter], hp: Any, trainer: Any) -> Any:
+    """The recipe's optimiser (``hp.optimizer``: SGD with ``momentum``, Adam or AdamW, at
+    ``hp.lr`` with ``hp.weight_decay``) and per-step schedule (``hp.scheduler``: none, cosine
+    to 0, or one-cycle over the run's ``estimated_stepping_batches``), in Lightning's
+    ``configure_optimizers`` form."""
+    if hp.optimizer == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(
+            params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+    elif hp.optimizer == "adam":
+        optimizer = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+    if hp.scheduler == "none":
+        return optimizer
+    steps = max(1, int(trainer.estimated_stepping_batches))
+    if hp.scheduler == "cosine":
+        scheduler: Any = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    else:
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp.lr,
+                                                        total_steps=steps)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
 class UnlearningModule(LightningModule):
     """Base class of every method: wraps the network being trained or unlearned.
 
@@ -348,25 +371,8 @@ class UnlearningModule(LightningModule):
 
     # --------------------------------------------------------------- optimiser
     def configure_optimizers(self) -> Any:
-        hp = self.hparams
-        params = list(self.trainable_parameters())
-        if hp.optimizer == "sgd":
-            optimizer: torch.optim.Optimizer = torch.optim.SGD(
-                params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
-        elif hp.optimizer == "adam":
-            optimizer = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        else:
-            optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        if hp.scheduler == "none":
-            return optimizer
-        steps = max(1, int(self.trainer.estimated_stepping_batches))
-        if hp.scheduler == "cosine":
-            scheduler: Any = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-        else:
-            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp.lr,
-                                                            total_steps=steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler,
-                                                         "interval": "step"}}
+        return configure_optimization(list(self.trainable_parameters()), self.hparams,
+                                      self.trainer)
 
     # -------------------------------------------------------------- evaluation
     def _eval_split_names(self) -> list[str]:
