@@ -24,6 +24,33 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 SYNTHETIC = dict(num_samples=192, num_classes=4, image_size=12, channels=3, num_test=96,
                  augment=False, batch_size=32, eval_batch_size=64, seed=0)
 NETWORK = dict(arch="tiny_cnn", width=0.5)
+# The same world as a data config for the comparison runner.
+DATA_CONFIG = """\
+data:
+  class_path: unlearn_pl.data.SyntheticDataModule
+  init_args:
+    num_samples: 192
+    num_classes: 4
+    image_size: 12
+    num_test: 96
+    augment: false
+    batch_size: 32
+    eval_batch_size: 96
+    forget_classes: [1]
+model:
+  init_args:
+    arch: tiny_cnn
+    width: 0.5
+"""
+# A second method: the shipped fine-tune with another learning rate, as a user would write it.
+FAST_FINETUNE = """\
+model:
+  class_path: unlearn_pl.methods.FineTune
+  init_args:
+    lr: 0.05
+trainer:
+  max_epochs: 1
+"""
 
 
 def make_datamodule(**overrides: Any) -> SyntheticDataModule:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.conftest import make_datamodule, make_trainer, model_kwargs
+from tests.conftest import DATA_CONFIG, make_datamodule, make_trainer, model_kwargs
 from unlearn_pl.callbacks import UnlearningReport
 from unlearn_pl.compare import compare
 from unlearn_pl.evaluation import audit_method
@@ -84,22 +84,6 @@ def test_bad_banks_are_refused(world: dict[str, Any]) -> None:
         audit_method([{"acc_forget": 0.0}], world["bank"], world["retrain"], "acc_retain_test")
 
 
-DATA_CONFIG = """\
-data:
-  class_path: unlearn_pl.data.SyntheticDataModule
-  init_args:
-    num_samples: 192
-    num_classes: 4
-    image_size: 12
-    num_test: 96
-    augment: false
-    batch_size: 32
-    forget_classes: [1]
-model:
-  init_args:
-    arch: tiny_cnn
-    width: 0.5
-"""
 
 
 def test_the_runner_audits_every_method_against_a_cached_bank(tmp_path: Path) -> None:

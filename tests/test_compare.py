@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import DATA_CONFIG, FAST_FINETUNE
 from unlearn_pl.compare import (
     CompareInputError,
     available_method_configs,
@@ -22,32 +23,6 @@ from unlearn_pl.compare import (
 from unlearn_pl.data import SyntheticDataModule
 from unlearn_pl.evaluation import evaluate
 
-DATA_CONFIG = """\
-data:
-  class_path: unlearn_pl.data.SyntheticDataModule
-  init_args:
-    num_samples: 192
-    num_classes: 4
-    image_size: 12
-    num_test: 96
-    augment: false
-    batch_size: 32
-    eval_batch_size: 96
-    forget_classes: [1]
-model:
-  init_args:
-    arch: tiny_cnn
-    width: 0.5
-"""
-# A second method: the shipped fine-tune with another learning rate, as a user would write it.
-FAST_FINETUNE = """\
-model:
-  class_path: unlearn_pl.methods.FineTune
-  init_args:
-    lr: 0.05
-trainer:
-  max_epochs: 1
-"""
 PLOTS = ("nomus.png", "forgetting_vs_accuracy.png", "time_ratio.png", "loss_histograms.png")
 NUMBERS = ("acc_retain", "acc_forget", "acc_unseen", "acc_retain_test", "acc_forget_test", "mia",
            "forgetting_score", "nomus", "loss_forget", "loss_forget_test")

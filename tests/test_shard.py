@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_compare import DATA_CONFIG, FAST_FINETUNE
+from tests.conftest import DATA_CONFIG, FAST_FINETUNE
 from unlearn_pl import compare as compare_module
 from unlearn_pl.compare import AUDIT_NUMBERS, METRICS, CompareInputError, compare, main
 
