@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -30,6 +30,7 @@ from unlearn_pl.evaluation.evaluate import (
 )
 from unlearn_pl.evaluation.plots import plot_loss_distribution, plot_signal_against_references
 from unlearn_pl.evaluation.render import FS_SCALE, reference_gaps, render_markdown
+from unlearn_pl.methods.base import UnlearningModule
 from unlearn_pl.utils import atomic_write_text
 
 __all__ = ["UnlearningReport"]
@@ -227,6 +228,7 @@ class UnlearningReport(Callback):
     def _write(self, trainer: Trainer, pl_module: LightningModule, folder: Path,
                results: dict[str, float], losses: dict[str, list[float]]) -> None:
         datamodule = _datamodule(trainer)
+        module = cast(UnlearningModule, pl_module)  # _TestRun.results checked it evaluated
         hparams = {k: v for k, v in dict(pl_module.hparams).items() if k not in _CLI_KEYS}
         record: dict[str, Any] = {
             "method": type(pl_module).__name__,
@@ -248,7 +250,7 @@ class UnlearningReport(Callback):
             "gaps": None,
             # Attacks too small to honour their test fold size: the numbers are coarse.
             "warnings": datamodule.small_sample_warnings(
-                test_size=pl_module.mia.test_size, balance=pl_module.mia.balance),
+                test_size=module.mia.test_size, balance=module.mia.balance),
         }
         panels = [(f"result: {record['method']} (MIA {results['mia']:.3f}, "
                    f"FS {results['forgetting_score']:.3f})", losses)]
@@ -268,7 +270,7 @@ class UnlearningReport(Callback):
                 record["audit"] = self._audit(results, signals, reference, bank,
                                               f"acc_{datamodule.heldout_split}",
                                               folder / "signal_vs_references.png",
-                                              pl_module.hparams.arch)
+                                              module.hparams.arch)
         # Rounded: the plots need the shape of the distributions, not the last bits.
         record["losses"] = {s: [float(f"{v:.6g}") for v in values] for s, values in losses.items()}
         record["signals"] = signals

@@ -397,7 +397,8 @@ class UnlearningModule(LightningModule):
             raise ValueError(f"{bad} non-finite per-sample losses (NaN/inf) on the {split} split: "
                              "the network's outputs diverged; evaluation would be meaningless. "
                              "Use an earlier checkpoint or a lower learning rate.")
-        task = "multilabel" if self.multilabel else "multiclass"
+        task: Literal["multiclass", "multilabel"] = ("multilabel" if self.multilabel
+                                                      else "multiclass")
         self.eval_samples[split].update(ids, self.correct(logits, targets), losses,
                                         logit_confidence(logits, targets, task))
         nonmember = self.trainer.datamodule.mia_nonmember_split
