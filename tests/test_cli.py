@@ -356,7 +356,8 @@ def test_constructor_errors_come_first(option: str, value: str, expected: str, t
     assert not (tmp_path / "run").exists()
 
 
-def test_run_refused_during_setup_leaves_no_folder(tmp_path: Path) -> None:
+def test_run_refused_during_setup_leaves_no_folder(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """The report's reference is checked in setup, after the logger made the run's folder and
     the datamodule wrote splits.json: the refused run removes them, so the next run is
     version_0 as if the refused one never happened."""
@@ -367,8 +368,10 @@ def test_run_refused_during_setup_leaves_no_folder(tmp_path: Path) -> None:
     common = ["--config", str(CONFIGS / "trainer" / "cpu.yaml"), "--config",
               str(CONFIGS / "methods" / "original.yaml"), *SYNTHETIC_DATA, *TINY,
               *quiet(tmp_path / "runs"), "--ckpt_path", checkpoint]
-    with pytest.raises(ValueError, match="another dataset or forget request"):
+    with pytest.raises(SystemExit) as refused:  # one line, like the construction checks
         main(["test", *common, "--report.reference", str(reference)])
+    assert refused.value.code == 2
+    assert "another dataset or forget request" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
     main(["test", *common])
     assert [p.name for p in (tmp_path / "runs" / "lightning_logs").iterdir()] == ["version_0"]

@@ -9,6 +9,7 @@ never sees a test sample; DDP counts every sample once.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -205,7 +206,8 @@ def _cli(subcommand: str, root: Path, *extra: str, forget: str = "[1]") -> None:
 
 
 def test_cli_test_evaluates_the_checkpoint_without_its_original(
-        original_ckpt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        original_ckpt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr("sys.argv", ["unlearn-pl"])
     original = tmp_path / "original" / "original.ckpt"
     original.parent.mkdir()
@@ -215,13 +217,19 @@ def test_cli_test_evaluates_the_checkpoint_without_its_original(
     (checkpoint,) = (tmp_path / "fit" / "checkpoints").glob("*.ckpt")
     expected = _numbers(evaluate(checkpoint, make_datamodule()))
 
-    # A method config tested without a checkpoint would report the original as the result.
-    with pytest.raises(ValueError, match="holds the original network's weights"):
+    # A method config tested without a checkpoint would report the original as the result:
+    # refused as one line (exit 2), writing no report and leaving no folder.
+    with pytest.raises(SystemExit) as refused:
         _cli("test", tmp_path / "no_ckpt", "--model.init_args.original", str(original))
-    assert not (tmp_path / "no_ckpt" / "report.json").exists()
+    assert refused.value.code == 2
+    assert capsys.readouterr().err.startswith(
+        "unlearn-pl: error: FineTune holds the original network's weights")
+    assert not (tmp_path / "no_ckpt").exists()
     # Another forget request than the checkpoint's is refused, naming both.
-    with pytest.raises(ValueError, match=r"\[1\].*\[2\]"):
+    with pytest.raises(SystemExit):
         _cli("test", tmp_path / "other", "--ckpt_path", str(checkpoint), forget="[2]")
+    assert re.search(r"unlearned for the forget request \{'forget_classes': \[1\].*\[2\]",
+                     capsys.readouterr().err)
 
     original.unlink()  # the unlearned checkpoint holds every weight it needs
     for extra in ([], ["--model.init_args.original", "null"]):

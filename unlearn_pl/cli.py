@@ -136,7 +136,8 @@ class UnlearnCLI(LightningCLI):
     (``max_epochs``, ``max_steps`` or ``limit_train_batches`` 0), or when a fit of an unlearning
     method names no original checkpoint or a missing one. A run refused during setup
     (by the module's or datamodule's own checks) has the folders it created removed, when they
-    hold nothing but the files every run writes first (config.yaml, splits.json, hparams.yaml).
+    hold nothing but the files every run writes first (config.yaml, splits.json, hparams.yaml),
+    and its error is an :class:`UnlearnInputError` too.
     """
 
     def add_arguments_to_parser(self, parser) -> None:  # type: ignore[no-untyped-def]
@@ -248,7 +249,7 @@ class UnlearnCLI(LightningCLI):
                 new.append((folder, existing))
         try:
             super()._run_subcommand(subcommand)
-        except BaseException:
+        except BaseException as error:
             # A run refused during setup must not leave a folder that shifts later versions:
             # its own folders go if they hold only what every run writes first, then the
             # parents it created if they are left empty (never another run's files).
@@ -263,7 +264,20 @@ class UnlearnCLI(LightningCLI):
                         except OSError:
                             break
                         parent = parent.parent
+            own = _own_error(error)
+            if own is not None and self._before_work():
+                # A check of ours at setup (the module holds only the original's weights, the
+                # checkpoint was unlearned for another request...): one line, like the others.
+                raise UnlearnInputError(str(own)) from own
             raise
+
+    def _before_work(self) -> bool:
+        """Whether the run stopped before its first training step or evaluation batch."""
+        trainer = self.trainer
+        loops = (trainer.fit_loop.epoch_loop, trainer.validate_loop, trainer.test_loop,
+                 trainer.predict_loop)
+        return trainer.global_step == 0 and all(
+            loop.batch_progress.total.completed == 0 for loop in loops)
 
 
 def run_cli(args: list[str] | None = None) -> UnlearnCLI:
