@@ -331,15 +331,26 @@ def _build(args: list[str], progress: bool) -> UnlearnCLI:
     return cli
 
 
-def _fingerprint_config(cli: UnlearnCLI) -> dict[str, Any]:
+def _plain_config(cli: UnlearnCLI) -> dict[str, Any]:
+    """The run's parsed config as plain JSON data, data and model arguments left at ``None``
+    dropped: an argument left at None is the same recipe as an argument that did not exist yet,
+    so a new optional argument must not invalidate every cached network."""
     config = json.loads(json.dumps(cli.config.as_dict(), default=str))
+    for part in (config.setdefault("data", {}), config.setdefault("model", {})):
+        part["init_args"] = {k: v for k, v in part.get("init_args", {}).items() if v is not None}
+    return config
+
+
+def _digest(config: Mapping[str, Any]) -> str:
+    """The short hash that names a fingerprinted config (cache file names, records)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _fingerprint_config(cli: UnlearnCLI) -> dict[str, Any]:
+    config = _plain_config(cli)
     data, model = config["data"], config["model"]
     for key in _NON_RECIPE_DATA_KEYS:
-        data.get("init_args", {}).pop(key, None)
-    for part in (data, model):
-        # An argument left at None is the same recipe as an argument that did not exist yet: a
-        # new optional argument must not invalidate every cached reference network.
-        part["init_args"] = {k: v for k, v in part.get("init_args", {}).items() if v is not None}
+        data["init_args"].pop(key, None)
     trainer = config.get("trainer") or {}
     return {"seed_everything": config.get("seed_everything"), "data": data, "model": model,
             "trainer": {k: trainer.get(k) for k in _RECIPE_TRAINER_KEYS}}
@@ -351,16 +362,14 @@ def _method_fingerprint(cli: UnlearnCLI) -> dict[str, Any]:
     than a reference's fingerprint: a method's mid-fit decisions (DLFD's switch) see the probe
     and the validation schedule. The original is named by its file name, whose digest
     fingerprints the original's own recipe, so a moved or remounted workdir still matches."""
-    config = json.loads(json.dumps(cli.config.as_dict(), default=str))
+    config = _plain_config(cli)
     config.pop("config", None)
     trainer = config.get("trainer") or {}
     for key in ("default_root_dir", "logger", "enable_progress_bar", "enable_model_summary"):
         trainer.pop(key, None)
     (config.get("report") or {}).pop("print_table", None)
-    config.get("data", {}).get("init_args", {}).pop("num_workers", None)
-    for part in (config.get("data", {}), config.get("model", {})):
-        part["init_args"] = {k: v for k, v in part.get("init_args", {}).items() if v is not None}
-    model_args = config.get("model", {}).get("init_args", {})
+    config["data"]["init_args"].pop("num_workers", None)
+    model_args = config["model"]["init_args"]
     if model_args.get("original"):
         model_args["original"] = Path(model_args["original"]).name
     return config
@@ -406,8 +415,7 @@ def _reference_run(ctx: _Context, kind: str, seed: int, member: int | None
                          None, own)
     cli = _build(run_args, ctx.progress)
     config = _fingerprint_config(cli)
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
-    return run_args, cli, config, run_dir / f"{kind}-{digest}.ckpt"
+    return run_args, cli, config, run_dir / f"{kind}-{_digest(config)}.ckpt"
 
 
 def _reference(ctx: _Context, kind: str, seed: int, member: int | None = None, *,
@@ -579,8 +587,7 @@ def _method(ctx: _Context, name: str, config_path: Path, seed: int, original: Pa
                 _say(ctx, f"seed {seed} {label}: reused {record_path}")
                 return {**record, "reused": True}
     record = _fit_and_test(cli)
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
-    record = {**record, "fingerprint": digest, "config": config}
+    record = {**record, "fingerprint": _digest(config), "config": config}
     if _is_rank_zero():
         atomic_write_text(record_path, json.dumps(record))
     _say(ctx, f"seed {seed} {label}: fit {record['fit_seconds']:.1f} s")
