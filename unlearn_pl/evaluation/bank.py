@@ -28,9 +28,8 @@ couples the members (one global norm) and is refused; with ``16-mixed`` precisio
 scaler is shared, so a step one member overflows is skipped for all.
 
 What it saves: on a GPU the K small networks' kernels become one launch each; on a CPU the step
-itself is compute-bound (the stacked step costs about what K separate steps cost), so the gain
-is the per-run overhead: on the 2-core digits setting about 2.6× over the runner's K runs and
-1.8× over K bare fits (``benchmarks/bench_bank.py``).
+itself is compute-bound, so the gain is the per-run overhead (measured by
+``benchmarks/bench_bank.py``; results in the README).
 """
 
 from __future__ import annotations
@@ -59,7 +58,7 @@ from unlearn_pl.data.core import ImageTensorDataset, augmentation_seed
 from unlearn_pl.data.datamodule import EpochShuffleSampler
 from unlearn_pl.evaluation.evaluate import evaluate, sample_losses, sample_signals
 from unlearn_pl.methods import Train, UnlearningModule
-from unlearn_pl.methods.base import configure_optimization
+from unlearn_pl.methods.base import configure_optimization, task_loss
 from unlearn_pl.networks import Classifier, build_network
 
 __all__ = ["EnsembleTrain", "StackedNetworks", "bank_loader", "member_losses", "train_bank"]
@@ -167,11 +166,8 @@ def member_losses(logits: Tensor, targets: Tensor,
     :meth:`~unlearn_pl.methods.UnlearningModule.loss`, member by member."""
     members, batch = logits.shape[:2]
     flat = logits.reshape(members * batch, -1).float()
-    if task == "multilabel":
-        per_sample = F.binary_cross_entropy_with_logits(
-            flat, targets.reshape(members * batch, -1).float(), reduction="none").mean(1)
-    else:
-        per_sample = F.cross_entropy(flat, targets.reshape(-1), reduction="none")
+    flat_targets = targets.reshape(members * batch, *targets.shape[2:])
+    per_sample = task_loss(flat, flat_targets, task == "multilabel", reduction="none")
     return per_sample.view(members, batch).mean(1)
 
 

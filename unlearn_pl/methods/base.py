@@ -26,6 +26,17 @@ EVAL_SPLITS = ("retain", "forget", "unseen", "retain_test", "forget_test")
 WeightsSource = Literal["random", "original", "checkpoint", "trained", "given"]
 
 
+def task_loss(logits: Tensor, targets: Tensor, multilabel: bool,
+              reduction: str = "mean") -> Tensor:
+    """Cross-entropy (multiclass) or BCE averaged over labels (multilabel), per sample
+    (``reduction="none"``) or averaged over samples."""
+    if multilabel:
+        loss = F.binary_cross_entropy_with_logits(logits, targets.float(), reduction="none")
+        loss = loss.mean(1)
+        return loss.mean() if reduction == "mean" else loss
+    return F.cross_entropy(logits, targets, reduction=reduction)
+
+
 def configure_optimization(params: list[nn.Parameter], hp: Any, trainer: Any) -> Any:
     """The recipe's optimiser (``hp.optimizer``: SGD with ``momentum``, Adam or AdamW, at
     ``hp.lr`` with ``hp.weight_decay``) and per-step schedule (``hp.scheduler``: none, cosine
@@ -161,11 +172,7 @@ class UnlearningModule(LightningModule):
 
     def loss(self, logits: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
         """The task's loss: cross-entropy (multiclass) or mean BCE over labels (multilabel)."""
-        if self.multilabel:
-            loss = F.binary_cross_entropy_with_logits(logits, targets.float(), reduction="none")
-            loss = loss.mean(1)
-            return loss.mean() if reduction == "mean" else loss
-        return F.cross_entropy(logits, targets, reduction=reduction)
+        return task_loss(logits, targets, self.multilabel, reduction)
 
     def correct(self, logits: Tensor, targets: Tensor) -> Tensor:
         """Per-sample correctness (multilabel: the share of labels right)."""
