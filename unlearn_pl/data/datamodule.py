@@ -314,8 +314,8 @@ class UnlearningDataModule(LightningDataModule):
             raise ValueError("forget_groups is empty: name at least one group to forget")
         if forget_ids is not None and not Path(forget_ids).is_file():
             raise FileNotFoundError(f"forget_ids file {forget_ids} does not exist")
-        if forget_ids is not None:
-            read_id_file(forget_ids)  # malformed ids fail here, before the data is read
+        # Read once, here: malformed ids fail before the data is read.
+        self._forget_ids = read_id_file(forget_ids) if forget_ids is not None else None
         # Kept out of the logger: Lightning refuses to merge a module's and a datamodule's
         # hyperparameters that share a key with different values (``seed``: the method's own
         # seed need not be the split's). The run's config.yaml and splits.json hold them all,
@@ -430,11 +430,11 @@ class UnlearningDataModule(LightningDataModule):
             pool = keep.nonzero().flatten()
             unseen = (data.train_images[held], data.train_targets[held], held)
             unseen_groups = data.train_groups[held] if data.train_groups is not None else None
-        ids = read_id_file(hp.forget_ids) if hp.forget_ids is not None else None
         forget = resolve_forget_set(
             data.train_targets, pool, task=data.task, num_classes=self.num_classes,
             groups=data.train_groups, forget_classes=hp.forget_classes,
-            forget_fraction=hp.forget_fraction, forget_count=hp.forget_count, forget_ids=ids,
+            forget_fraction=hp.forget_fraction, forget_count=hp.forget_count,
+            forget_ids=self._forget_ids,
             forget_groups=hp.forget_groups, forget_first=hp.forget_first, seed=self.seed)
         is_forget = torch.zeros(n, dtype=torch.bool)
         is_forget[forget] = True
