@@ -443,6 +443,22 @@ def _cat_state(state: list[Tensor] | Tensor) -> Tensor:
     return dim_zero_cat(state)
 
 
+def _once_per_key(keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+    """Each distinct key (a row of ``keys``, ``(N,)`` or ``(N, k)``) once, in sorted order, with
+    the smallest of its values (per column of ``values``, ``(N,)`` or ``(N, C)``).
+
+    A DDP sampler pads the last batch with repeats, which would otherwise count twice and make the
+    DDP value differ from the single-process one. Repeats evaluated on another rank may differ in
+    the last bits (another batch composition); the minimum, unlike "first", does not depend on
+    the order the ranks are gathered in.
+    """
+    unique, inverse = torch.unique(keys, dim=0, return_inverse=True)
+    index = inverse.view(-1, *([1] * (values.ndim - 1))).expand_as(values)
+    kept = values.new_full((unique.shape[0], *values.shape[1:]), math.inf).scatter_reduce(
+        0, index, values, reduce="amin")
+    return unique, kept
+
+
 class _AttackStates(Metric):
     """List states of the attack's inputs, shared by the MIA metrics and :class:`NoMUS`."""
 
@@ -509,16 +525,7 @@ class _AttackStates(Metric):
             return features, membership
         if ids.numel() != features.numel():
             raise ValueError("ids must be given in every update or in none")
-        # A DDP sampler pads the last batch with repeats; without this the padded samples would
-        # count twice and the DDP value would differ from the single-process one.
-        keys, inverse = torch.unique(
-            torch.stack([membership, ids], dim=1), dim=0, return_inverse=True
-        )
-        # Repeats evaluated on another rank may differ in the last bits (different batch
-        # composition); the minimum is kept because, unlike "first", it ignores gathering order.
-        kept = features.new_full((keys.shape[0],), math.inf).scatter_reduce(
-            0, inverse, features, reduce="amin"
-        )
+        keys, kept = _once_per_key(torch.stack([membership, ids], dim=1), features)
         return kept, keys[:, 0]
 
     def _attack(self) -> dict[str, Tensor]:

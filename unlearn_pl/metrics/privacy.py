@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from unlearn_pl.metrics.mia import _binary_auc, _cat_state
+from unlearn_pl.metrics.mia import _binary_auc, _cat_state, _once_per_key
 
 __all__ = [
     "LiRA",
@@ -296,9 +296,7 @@ class _SignalStates(Metric):
         # One integer key per (split, id), ordered by split then id (a 1-D unique is fast).
         low = ids.min()
         span = ids.max() - low + 1
-        keys, inverse = torch.unique(codes * span + (ids - low), return_inverse=True)
-        kept = rows.new_full((keys.numel(), rows.shape[1]), math.inf).scatter_reduce(
-            0, inverse[:, None].expand_as(rows), rows, reduce="amin")
+        keys, kept = _once_per_key(codes * span + (ids - low), rows)
         return keys % span + low, keys // span, kept
 
 

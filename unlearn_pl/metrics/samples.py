@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from unlearn_pl.metrics.mia import _cat_state
+from unlearn_pl.metrics.mia import _cat_state, _once_per_key
 
 __all__ = ["PerSampleValues"]
 
@@ -61,7 +61,5 @@ class PerSampleValues(Metric):
         if ids.numel() == 0:
             raise ValueError(f"{type(self).__name__}.compute() called before any update")
         values = _cat_state(self.values).to("cpu", torch.float64).reshape(ids.numel(), -1)
-        unique, inverse = torch.unique(ids, return_inverse=True)
-        kept = values.new_full((unique.numel(), values.shape[1]), torch.inf).scatter_reduce(
-            0, inverse[:, None].expand_as(values), values, reduce="amin")
+        unique, kept = _once_per_key(ids, values)
         return {"ids": unique, **{name: kept[:, i] for i, name in enumerate(self.names)}}
