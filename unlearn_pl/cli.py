@@ -23,6 +23,7 @@ import unlearn_pl
 from unlearn_pl.callbacks import UnlearningReport
 from unlearn_pl.data import UnlearningDataModule
 from unlearn_pl.methods import UnlearningModule, available_methods
+from unlearn_pl.networks import check_network_file
 
 __all__ = ["EffectiveBatchInfo", "UnlearnCLI", "UnlearnInputError", "main", "run_cli"]
 
@@ -190,11 +191,11 @@ class UnlearnCLI(LightningCLI):
                         f"checkpoint. Give --trainer.{name} a positive value (to evaluate a "
                         "checkpoint without training, use `unlearn-pl test --ckpt_path ...`)")
         original = getattr(model, "hparams", {}).get("original")
-        if subcommand == "fit" and original is not None and not Path(original).is_file():
-            raise UnlearnInputError(
-                f"original checkpoint {original} does not exist; train one with "
-                "`unlearn-pl fit --config configs/methods/original.yaml` and pass its "
-                "checkpoints/last.ckpt")
+        if subcommand == "fit" and original is not None:
+            try:
+                check_network_file(original)  # the loader's own check and message
+            except (OSError, ValueError) as error:
+                raise UnlearnInputError(str(error)) from error
         if subcommand == "fit" and original is None and getattr(model, "requires_original",
                                                                   False):
             raise UnlearnInputError(
