@@ -196,12 +196,11 @@ class UnlearnCLI(LightningCLI):
                 check_network_file(original)  # the loader's own check and message
             except (OSError, ValueError) as error:
                 raise UnlearnInputError(str(error)) from error
-        if subcommand == "fit" and original is None and getattr(model, "requires_original",
-                                                                  False):
-            raise UnlearnInputError(
-                f"{type(model).__name__} unlearns an original network: set "
-                "--model.init_args.original to the original's checkpoint (train one with "
-                "`unlearn-pl fit --config configs/methods/original.yaml`)")
+        if subcommand == "fit" and isinstance(model, UnlearningModule):
+            try:
+                model.check_original_given()  # the module's own check, before anything is written
+            except ValueError as error:
+                raise UnlearnInputError(str(error)) from error
         ckpt_path = self._ckpt_path(subcommand)
         others = [("the original checkpoint", original)] if original is not None else []
         if subcommand != "fit" and ckpt_path is not None and Path(ckpt_path).is_file():

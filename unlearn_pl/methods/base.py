@@ -207,16 +207,20 @@ class UnlearningModule(LightningModule):
     def setup(self, stage: str) -> None:
         original = self.hparams.original
         if stage == "fit":
-            if original is None and self.requires_original:
-                raise ValueError(f"{type(self).__name__} unlearns an original network: set "
-                                 "model.init_args.original to the original's checkpoint (train "
-                                 "one with `unlearn-pl fit --config "
-                                 "configs/methods/original.yaml`)")
+            self.check_original_given()
             if original is not None:
                 self._check_original_is_safe()
             if not getattr(self, "_unlearning_ready", False):
                 self._prepare_unlearning()
                 self._unlearning_ready = True
+
+    def check_original_given(self) -> None:
+        """Refuse to fit a method (:attr:`requires_original`) without an original: it would
+        unlearn a randomly initialised network."""
+        if self.hparams.original is None and self.requires_original:
+            raise ValueError(f"{type(self).__name__} unlearns an original network: set "
+                             "model.init_args.original to the original's checkpoint (train one "
+                             "with `unlearn-pl fit --config configs/methods/original.yaml`)")
 
     def _prepare_unlearning(self) -> None:
         """Run :meth:`setup_unlearning` on the original's weights, so frozen references are
