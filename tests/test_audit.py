@@ -20,13 +20,19 @@ M = 200  # forget (and held-out) examples
 
 
 def record(forget: torch.Tensor, nonmember: torch.Tensor, acc_forget: float = 0.0,
-           ids: list[int] | None = None) -> dict[str, Any]:
-    """A network's record: its accuracies and per-sample signals, as the runner stores them."""
+           ids: list[int] | None = None,
+           population: torch.Tensor | None = None) -> dict[str, Any]:
+    """A network's record: its accuracies, per-sample signals and losses (any decreasing function
+    of the signal will do), as the runner stores them."""
     ids = list(range(M)) if ids is None else ids
-    return {"acc_forget": acc_forget, "acc_retain": 0.98, "acc_retain_test": 0.95,
-            "signals": {"forget": {"ids": ids, "signal": forget.tolist()},
-                        "nonmember": {"ids": list(range(1000, 1000 + M)),
-                                      "signal": nonmember.tolist()}}}
+    out = {"acc_forget": acc_forget, "acc_retain": 0.98, "acc_retain_test": 0.95,
+           "signals": {"forget": {"ids": ids, "signal": forget.tolist()},
+                       "nonmember": {"ids": list(range(1000, 1000 + M)),
+                                     "signal": nonmember.tolist()}},
+           "losses": {"forget": (-forget).tolist(), "nonmember": (-nonmember).tolist()}}
+    if population is not None:
+        out["signals"]["population"] = {"ids": list(range(M)), "signal": population.tolist()}
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +42,13 @@ def world() -> dict[str, Any]:
     generator = torch.Generator().manual_seed(0)
     mean_forget = torch.randn(M, generator=generator) * 3
     mean_nonmember = torch.randn(M, generator=generator) * 3
+    mean_population = torch.randn(M, generator=generator) * 3
 
     def retrain_like(shift: float = 0.0) -> dict[str, Any]:
         return record(mean_forget + shift + torch.randn(M, generator=generator),
                       mean_nonmember + torch.randn(M, generator=generator),
-                      acc_forget=0.9 if shift else 0.0)
+                      acc_forget=0.9 if shift else 0.0,
+                      population=mean_population + torch.randn(M, generator=generator))
 
     return {"bank": [retrain_like() for _ in range(8)], "retrain": retrain_like(),
             "retrain_like": retrain_like, "like": [retrain_like() for _ in range(4)],
@@ -51,7 +59,7 @@ def test_a_retrain_like_method_is_indistinguishable(world: dict[str, Any]) -> No
     audit = audit_method(world["like"], world["bank"], world["retrain"], "acc_retain_test")
     # About 5 % of a Gaussian falls outside its central 95 % band, for method and floor alike.
     assert 0.0 < audit["outside"] < 0.12 and 0.0 < audit["floor_outside"] < 0.12
-    assert abs(audit["lira_auc"] - 0.5) < 0.07
+    assert abs(audit["lira_auc"] - 0.5) < 0.07 and abs(audit["rmia_auc"] - 0.5) < 0.07
     assert audit["verdict"] == "indistinguishable from retrain within the seeds' spread"
     # N = 4 runs and a bank of 8 = 2N: the ε-score of the method and of retrain against itself.
     epsilon = audit["epsilon"]
@@ -62,10 +70,13 @@ def test_a_retrain_like_method_is_indistinguishable(world: dict[str, Any]) -> No
 def test_a_remembering_method_is_told_apart_and_why(world: dict[str, Any]) -> None:
     audit = audit_method(world["remembering"], world["bank"], world["retrain"],
                          "acc_retain_test")
-    assert audit["outside"] > 0.95 and audit["lira_auc"] > 0.95
+    assert audit["outside"] > 0.95 and audit["lira_auc"] > 0.95 and audit["rmia_auc"] > 0.9
+    # Per example the attacks see what the population attack's loss threshold barely does.
+    assert audit["loss_auc"] < audit["rmia_auc"] and audit["loss_auc"] < audit["lira_auc"]
     assert audit["epsilon"]["forget_quality"] < 0.05 < audit["epsilon"]["retrain_forget_quality"]
     assert audit["verdict"].startswith("told apart by forget accuracy +0.900")
-    assert "outside the retrain band" in audit["verdict"] and "LiRA AUC" in audit["verdict"]
+    assert all(tell in audit["verdict"]
+               for tell in ("outside the retrain band", "LiRA AUC", "RMIA AUC"))
     like = audit_method(world["like"], world["bank"], world["retrain"], "acc_retain_test")
     assert audit["distance"] > like["distance"] + 0.4  # (0.9 + 0 + 0 + 0.9) / 4
     # The most exposed decile names the forget examples the attack sees best.
@@ -84,8 +95,6 @@ def test_bad_banks_are_refused(world: dict[str, Any]) -> None:
         audit_method([{"acc_forget": 0.0}], world["bank"], world["retrain"], "acc_retain_test")
 
 
-
-
 def test_the_runner_audits_every_method_against_a_cached_bank(tmp_path: Path) -> None:
     data = tmp_path / "synthetic.yaml"
     data.write_text(DATA_CONFIG)
@@ -97,7 +106,11 @@ def test_the_runner_audits_every_method_against_a_cached_bank(tmp_path: Path) ->
     assert len(bank) == 2
     by_method = {row["method"]: row for row in rows}
     for row in rows:
-        assert {"outside_band", "lira_auc", "distance_to_retrain", "verdict"} <= set(row)
+        assert {"outside_band", "lira_auc", "rmia_auc", "loss_auc", "distance_to_retrain",
+                "verdict"} <= set(row)
+        # RMIA's population is the validation split's held-out samples: never a scored one.
+        signals = row["signals"]
+        assert not set(signals["population"]["ids"]) & set(signals["nonmember"]["ids"])
     # Retrain as the target is the floor itself.
     assert by_method["retrain"]["outside_band"] == by_method["retrain"]["floor_outside_band"]
     # With N = 4 method seeds and a bank of 2N: the ε-score, and retrain's own against itself.
@@ -109,6 +122,7 @@ def test_the_runner_audits_every_method_against_a_cached_bank(tmp_path: Path) ->
     assert "ε-score F" in (tmp_path / "epsilon" / "results.md").read_text()
     table = (tmp_path / "out" / "results.md").read_text()
     assert table.splitlines()[2].startswith("| method | distance to retrain |")
+    assert "| RMIA AUC |" in table.splitlines()[2]
     assert table.splitlines()[4].startswith("| retrain |")
     assert "- **finetune**: " in table
     assert "verdict" in json.loads((tmp_path / "out" / "results.json").read_text())["rows"][0]

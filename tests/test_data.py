@@ -118,8 +118,13 @@ def test_evaluation_loaders_never_augment_and_probe_is_bounded() -> None:
     assert len(loader.dataset) == 10
     assert [next(iter(dm.val_dataloader()[2]))[2].tolist()] == [ids.tolist()]  # same probe
     torch.testing.assert_close(x, images[_positions(dm, ids)].float() / 255)
-    assert [len(d.dataset) for d in dm.test_dataloader()] == [
-        len(dm.splits[s][2]) for s in dm.eval_splits]
+    # The test stage: every evaluation split whole, then RMIA's population, the validation
+    # split's held-out samples (never a test sample).
+    assert dm.test_splits == [*dm.eval_splits, "population"]
+    test_ids = [d.dataset.ids.tolist() for d in dm.test_dataloader()]
+    assert test_ids[:-1] == [dm.splits[s][2].tolist() for s in dm.eval_splits]
+    assert test_ids[-1] == dm.splits["validation/unseen"][2].tolist()
+    assert not set(test_ids[-1]) & set(dm.splits["unseen"][2].tolist())
 
 
 def _positions(dm: UnlearningDataModule, ids: torch.Tensor) -> torch.Tensor:
@@ -218,10 +223,11 @@ def test_validation_split_feeds_the_probe_and_test_keeps_the_test_split(
     held_out = ["unseen"] + (["retain_test", "forget_test"] if "forget_classes" in forget else [])
     assert [s for s in dm.val_splits if s in held_out] == held_out
     validation = dict(zip(dm.val_splits, dm.val_dataloader(), strict=True))
-    test = dict(zip(dm.eval_splits, dm.test_dataloader(), strict=True))
+    test = dict(zip(dm.test_splits, dm.test_dataloader(), strict=True))
     for split in held_out:
         assert green(validation[split]) == {100}, split  # the validation folder
         assert green(test[split]) == {200}, split  # the test folder
+    assert green(test["population"]) == {100}  # RMIA's population: the validation folder
     assert green(validation["forget"]) == green(test["forget"]) == {0}  # train
     assert dm.split_ids()["validation/unseen"] == list(range(8))
     # Without a validation folder the probe draws from the test split, as before.

@@ -127,8 +127,9 @@ def test_validation_probe_is_a_fixed_subset_and_test_uses_full_splits() -> None:
     for split, ids in zip(datamodule.eval_splits, first, strict=True):
         full = datamodule.splits[datamodule.probe_source(split)][2].tolist()
         assert len(ids) == min(10, len(full)) and set(ids) <= set(full)
-    for split, loader in zip(datamodule.eval_splits, datamodule.test_dataloader(), strict=True):
-        assert loader.dataset.ids.tolist() == datamodule.splits[split][2].tolist()
+    for split, loader in zip(datamodule.test_splits, datamodule.test_dataloader(), strict=True):
+        source = datamodule.test_source(split)
+        assert loader.dataset.ids.tolist() == datamodule.splits[source][2].tolist()
 
 
 @pytest.mark.parametrize("request_", [{"forget_classes": [1]}, {"forget_fraction": 0.25}])

@@ -92,6 +92,8 @@ EXTRA_NUMBERS = ("mia_auc", "wall_seconds", "validation_seconds", "loss_retain",
 # The privacy audit's numbers of a row (with --references K): unlearn_pl.evaluation.audit.
 AUDIT_NUMBERS = ("distance_to_retrain", "outside_band", "floor_outside_band", "mean_abs_z",
                  "lira_auc", "floor_lira_auc", "lira_tpr_1pct", "floor_lira_tpr_1pct",
+                 "rmia_auc", "floor_rmia_auc", "rmia_tpr_1pct", "floor_rmia_tpr_1pct",
+                 "loss_auc", "loss_tpr_1pct",
                  "epsilon_forget_quality", "retrain_epsilon_forget_quality",
                  "epsilon_final_score")
 # Trainer keys that change what a reference network learns (the rest is logging and devices).
@@ -428,6 +430,12 @@ def _reference_run(ctx: _Context, kind: str, seed: int, member: int | None
     return run_args, cli, config, run_dir / f"{kind}-{_digest(config)}.ckpt"
 
 
+def _current(record: Mapping[str, Any], config: Mapping[str, Any]) -> bool:
+    """Whether a cached record is of this config and holds every per-sample signal the audit
+    reads (forget, non-members and RMIA's population; older records lack the population)."""
+    return record.get("config") == config and "population" in record.get("signals", {})
+
+
 def _reference(ctx: _Context, kind: str, seed: int, member: int | None = None, *,
                claim: bool = False, wait: bool = False) -> tuple[dict[str, Any], Path]:
     """Train or reuse the original (``kind="original"``) or retrain network of one seed, or
@@ -443,12 +451,12 @@ def _reference(ctx: _Context, kind: str, seed: int, member: int | None = None, *
     with _claim(ctx, claim_path, claim and not checkpoint.is_file()):
         if record_path.is_file() and checkpoint.is_file():
             record = json.loads(record_path.read_text())
-            if record.get("config") == config and "signals" in record:
+            if _current(record, config):
                 _say(ctx, f"seed {seed} {label}: reused {checkpoint}")
                 return {**record, "reused": True}, checkpoint
         if checkpoint.is_file():
             # Written atomically but its record is missing (a run stopped in between) or older
-            # than the per-sample signals: evaluate the checkpoint rather than train over it.
+            # than the per-sample signals it needs: evaluate the checkpoint, not train over it.
             test_cli = _build([*run_args, "--model.init_args.original", str(checkpoint)],
                               ctx.progress)
             record = _test_only(test_cli)
@@ -594,7 +602,7 @@ def _method(ctx: _Context, name: str, config_path: Path, seed: int, original: Pa
     if ctx.reuse_runs and record_path.is_file():
         with contextlib.suppress(ValueError):
             record = json.loads(record_path.read_text())
-            if record.get("config") == config and "signals" in record:
+            if _current(record, config):
                 _say(ctx, f"seed {seed} {label}: reused {record_path}")
                 return {**record, "reused": True}
     record = _fit_and_test(cli)
@@ -666,6 +674,7 @@ _COLUMNS = (("acc_retain", "D_r acc"), ("acc_forget", "D_f acc"), ("acc_unseen",
 _AUDIT_COLUMNS = (("distance_to_retrain", "distance to retrain"),
                   ("outside_band", "outside retrain band"), ("mean_abs_z", "mean abs z"),
                   ("lira_auc", "LiRA AUC"), ("lira_tpr_1pct", "LiRA TPR@1%FPR"),
+                  ("rmia_auc", "RMIA AUC"), ("rmia_tpr_1pct", "RMIA TPR@1%FPR"),
                   ("epsilon_forget_quality", "ε-score F"))
 
 
@@ -1150,6 +1159,10 @@ def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int
     return rows
 
 
+# The audit's per-run keys under other names in a row.
+_AUDIT_ROW_KEYS = {"outside": "outside_band", "floor_outside": "floor_outside_band"}
+
+
 def _audit(rows: Sequence[dict[str, Any]], bank: Sequence[Mapping[str, Any]],
            retrain: Mapping[str, Any]) -> None:
     """Add each method's privacy audit against the bank to its rows of one seed (in place)."""
@@ -1162,12 +1175,8 @@ def _audit(rows: Sequence[dict[str, Any]], bank: Sequence[Mapping[str, Any]],
         audit = audit_method(group, bank, retrain, heldout)
         epsilon = audit["epsilon"] or {}
         for row, run in zip(group, audit["runs"], strict=True):
-            row.update(outside_band=run["outside"], floor_outside_band=run["floor_outside"],
-                       mean_abs_z=run["mean_abs_z"], lira_auc=run["lira_auc"],
-                       floor_lira_auc=run["floor_lira_auc"],
-                       lira_tpr_1pct=run["lira_tpr_1pct"],
-                       floor_lira_tpr_1pct=run["floor_lira_tpr_1pct"],
-                       most_exposed=run["most_exposed"],
+            row.update({_AUDIT_ROW_KEYS.get(k, k): v for k, v in run.items()
+                        if _AUDIT_ROW_KEYS.get(k, k) in (*AUDIT_NUMBERS, "most_exposed")},
                        distance_to_retrain=audit["distance"], verdict=audit["verdict"])
             for key, name in (("forget_quality", "epsilon_forget_quality"),
                               ("retrain_forget_quality", "retrain_epsilon_forget_quality"),

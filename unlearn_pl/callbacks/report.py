@@ -96,7 +96,7 @@ class UnlearningReport(Callback):
         bank: retrain networks of other seeds on the same split (report.json or checkpoints,
             at least 2; needs ``reference``, which is not among them): the report then leads
             with the privacy audit's verdict (:func:`unlearn_pl.evaluation.audit_method`:
-            retrain-likeness and LiRA, each beside the reference as the target) and draws
+            retrain-likeness, LiRA and RMIA, each beside the reference as the target) and draws
             ``signal_vs_references.png``.
         bins: histogram bins of the loss plot.
         print_table: print the Markdown table at the end of the test run.

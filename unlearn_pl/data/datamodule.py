@@ -32,6 +32,9 @@ MIN_ATTACK_SAMPLES = 2
 VALIDATION_PREFIX = "validation/"
 # The held-out splits: the test's, and (prefixed) the validation probe's.
 HELD_OUT_SPLITS = ("unseen", "retain_test", "forget_test")
+#: The test stage's extra split: the validation split's held-out samples, never trained on and
+#: disjoint from the test splits, the population RMIA compares each scored example with.
+POPULATION_SPLIT = "population"
 # Offset of the seed that carves a validation split off the held-out data (its own stream).
 VALIDATION_SEED = 10_007
 
@@ -387,6 +390,12 @@ class UnlearningDataModule(LightningDataModule):
         return splits + (["retain_test", "forget_test"] if self.class_wise else [])
 
     @property
+    def test_splits(self) -> list[str]:
+        """The splits of the test stage: ``eval_splits`` and :data:`POPULATION_SPLIT` (the
+        validation split's held-out samples, ``validation/unseen``)."""
+        return [*self.eval_splits, POPULATION_SPLIT]
+
+    @property
     def val_splits(self) -> list[str]:
         """The splits of the validation probe (``probe_splits``), in ``eval_splits`` order."""
         if self.probe_splits == "all":
@@ -711,8 +720,13 @@ class UnlearningDataModule(LightningDataModule):
         return [self.dataloader(self.probe_source(s), max_samples=self.eval_max_samples)
                 for s in self.val_splits]
 
+    def test_source(self, split: str) -> str:
+        """The split whose data the test stage evaluates as ``split``: ``split`` itself, and the
+        validation split's held-out samples as :data:`POPULATION_SPLIT`."""
+        return self.probe_source("unseen") if split == POPULATION_SPLIT else split
+
     def test_dataloader(self) -> list[DataLoader]:
-        return [self.dataloader(s) for s in self.eval_splits]
+        return [self.dataloader(self.test_source(s)) for s in self.test_splits]
 
     def predict_dataloader(self) -> DataLoader:
         return self.dataloader("unseen")

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from unlearn_pl.metrics.epsilon import epsilon_score, final_score
-from unlearn_pl.metrics.privacy import attack_summary, lira_scores, retrain_likeness
+from unlearn_pl.metrics.privacy import attack_summary, lira_scores, retrain_likeness, rmia_scores
 
 __all__ = ["VERDICT_RULE", "audit_method", "distance_to_retrain"]
 
@@ -33,7 +33,8 @@ VERDICT_RULE = (
     "indistinguishable from retrain when, over the method's runs, every accuracy gap to retrain "
     f"(forget, retain, held-out) is within max(2 std, {ACCURACY_TOLERANCE}) (std: of the "
     "method's runs, or of the retrain networks if larger), and the fraction of "
-    "forget examples outside the bank's central 95 % band, the LiRA AUC and (with a bank of 2N) "
+    "forget examples outside the bank's central 95 % band, the LiRA AUC, the RMIA AUC (where "
+    "the records hold the population's signals) and (with a bank of 2N) "
     f"the ε-score's forget quality are within max(2 std, {SIGNAL_TOLERANCE}) of a held-out "
     "retrain network's; otherwise the verdict names what gives the method away")
 
@@ -63,6 +64,22 @@ def _aligned(target: Mapping[str, Any], bank: Sequence[Mapping[str, Any]],
     return ids, signal, torch.stack(rows)
 
 
+def _attack(out: dict[str, Any], name: str, member: Tensor, nonmember: Tensor) -> None:
+    summary = attack_summary(member, nonmember)
+    out[f"{name}_auc"] = float(summary["auc"])
+    out[f"{name}_tpr_1pct"] = float(summary["tpr_at_1pct_fpr"])
+
+
+def _rmia(target: Mapping[str, Any], bank: Sequence[Mapping[str, Any]], signal: Tensor,
+          bank_signal: Tensor) -> Tensor:
+    """Offline RMIA scores (``a`` = 0.3) of ``signal``'s samples under ``target``, the
+    population being the validation split's held-out samples (disjoint from the scored
+    ones by construction; their ids index another set, so they are not compared)."""
+    _, population, bank_population = _aligned(target, bank, "population")
+    return rmia_scores(torch.sigmoid(signal), torch.sigmoid(bank_signal),
+                       torch.sigmoid(population), torch.sigmoid(bank_population))
+
+
 def _per_run(target: Mapping[str, Any], bank: Sequence[Mapping[str, Any]],
              floor: Mapping[str, Any]) -> dict[str, Any]:
     ids, forget, bank_forget = _aligned(target, bank, "forget")
@@ -74,12 +91,20 @@ def _per_run(target: Mapping[str, Any], bank: Sequence[Mapping[str, Any]],
                            "mean_abs_z": float(likeness["mean_abs_z"]),
                            "floor_outside": float(likeness["floor_outside"]),
                            "floor_mean_abs_z": float(likeness["floor_mean_abs_z"])}
-    for prefix, member, nonmember_ in (("", forget, nonmember),
-                                       ("floor_", floor_forget, floor_nonmember)):
-        summary = attack_summary(lira_scores(member, bank_forget),
-                                 lira_scores(nonmember_, bank_nonmember))
-        out[f"{prefix}lira_auc"] = float(summary["auc"])
-        out[f"{prefix}lira_tpr_1pct"] = float(summary["tpr_at_1pct_fpr"])
+    with_population = all("population" in r.get("signals", {}) for r in (target, floor, *bank))
+    for prefix, network, member, nonmember_ in (("", target, forget, nonmember),
+                                                ("floor_", floor, floor_forget, floor_nonmember)):
+        _attack(out, f"{prefix}lira", lira_scores(member, bank_forget),
+                lira_scores(nonmember_, bank_nonmember))
+        if with_population:
+            _attack(out, f"{prefix}rmia", _rmia(network, bank, member, bank_forget),
+                    _rmia(network, bank, nonmember_, bank_nonmember))
+        # The population attack's feature alone: its one-feature logistic regression ranks
+        # samples as the loss does, so this is its ROC (AUC and TPR at a low FPR).
+        losses = network.get("losses", {})
+        if "forget" in losses and "nonmember" in losses:
+            _attack(out, f"{prefix}loss", -torch.tensor(losses["forget"], dtype=torch.float64),
+                    -torch.tensor(losses["nonmember"], dtype=torch.float64))
     # The most exposed decile of the forget set: the largest LiRA statistics.
     z = lira_scores(forget, bank_forget)
     top = z.argsort(descending=True)[: max(1, len(ids) // 10)]
@@ -105,12 +130,13 @@ def audit_method(runs: Sequence[Mapping[str, Any]], bank: Sequence[Mapping[str, 
     """Audit the runs of one method (its method seeds on one split) against a bank.
 
     Per run: the retrain-likeness test of its forget examples (fraction outside the bank's
-    central 95 % band, mean |z|) and offline LiRA (members forget, non-members held-out; AUC,
-    TPR at 1 % FPR), each beside the same numbers for ``retrain`` as the target; the most
-    exposed decile. Over runs: the accuracy gaps to retrain (the mean over retrain and the bank),
-    with N ≥ 4 runs and a bank of N the ε-score's forget quality and final score (and, with a
-    bank of 2N, retrain's own forget quality against the other half), the distance to retrain
-    and a verdict (:data:`VERDICT_RULE`).
+    central 95 % band, mean |z|), offline LiRA and (where the records hold the population's
+    signals) offline RMIA (members forget, non-members held-out; AUC, TPR at 1 % FPR), and the
+    population attack's loss feature thresholded, each beside the same numbers for ``retrain``
+    as the target; the most exposed decile. Over runs: the accuracy gaps to retrain (the mean
+    over retrain and the bank), with N ≥ 4 runs and a bank of N the ε-score's forget quality
+    and final score (and, with a bank of 2N, retrain's own forget quality against the other
+    half), the distance to retrain and a verdict (:data:`VERDICT_RULE`).
 
     Args:
         runs: records of the method's networks.
@@ -133,9 +159,9 @@ def audit_method(runs: Sequence[Mapping[str, Any]], bank: Sequence[Mapping[str, 
                          " pass --references 2 or more")
     per_run = [_per_run(run, bank, retrain) for run in runs]
     out: dict[str, Any] = {"runs": per_run}
-    for key in ("outside", "mean_abs_z", "lira_auc", "lira_tpr_1pct", "floor_outside",
-                "floor_mean_abs_z", "floor_lira_auc", "floor_lira_tpr_1pct"):
-        out[key], out[f"{key}_std"] = _mean_std([r[key] for r in per_run])
+    for key in per_run[0]:
+        if key != "most_exposed":
+            out[key], out[f"{key}_std"] = _mean_std([r[key] for r in per_run])
     references = [retrain, *bank]
     accuracy_keys = {"forget": "acc_forget", "retain": "acc_retain", "heldout": heldout_key}
     gaps, spread = {}, {}
@@ -189,6 +215,8 @@ def _verdict(audit: Mapping[str, Any], spread: Mapping[str, float]) -> str:
 
     beyond("outside", "forget examples outside the retrain band", ".0%")
     beyond("lira_auc", "LiRA AUC", ".3f")
+    if "rmia_auc" in audit:
+        beyond("rmia_auc", "RMIA AUC", ".3f")
     epsilon = audit.get("epsilon")
     if epsilon and "retrain_forget_quality" in epsilon:
         if epsilon["retrain_forget_quality"] - epsilon["forget_quality"] > SIGNAL_TOLERANCE:

@@ -23,6 +23,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from unlearn_pl.data import UnlearningDataModule
+from unlearn_pl.data.datamodule import POPULATION_SPLIT
 from unlearn_pl.methods.base import UnlearningModule
 from unlearn_pl.networks import Classifier, load_network_weights
 
@@ -74,11 +75,16 @@ def sample_losses(module: UnlearningModule, splits: Sequence[str]) -> dict[str, 
 
 
 def sample_signals(module: UnlearningModule, nonmember: str) -> dict[str, Any]:
-    """The per-sample logit-scaled confidence of the forget split and of the attack's
-    non-member split in the module's last evaluation, by sample id (rounded to 6 decimals):
-    ``{"forget": {"ids", "signal"}, "nonmember": {...}}``, what the privacy audit reads."""
+    """The per-sample logit-scaled confidence of the forget split, of the attack's non-member
+    split and of RMIA's population (the validation split's held-out samples, when the last
+    evaluation was a test) in the module's last evaluation, by sample id (rounded to 6
+    decimals): ``{"forget": {"ids", "signal"}, "nonmember": {...}, "population": {...}}``, what
+    the privacy audit reads."""
     out = {}
-    for key, split in (("forget", "forget"), ("nonmember", nonmember)):
+    for key, split in (("forget", "forget"), ("nonmember", nonmember),
+                       ("population", POPULATION_SPLIT)):
+        if key == "population" and split not in module.last_samples:
+            continue
         samples = module.last_samples[split]
         out[key] = {"ids": samples["ids"].tolist(),
                     "signal": [round(v, 6) for v in samples["signal"].tolist()]}

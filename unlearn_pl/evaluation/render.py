@@ -56,7 +56,12 @@ def _audit_lines(audit: Mapping[str, Any] | None) -> list[str]:
             f"| LiRA AUC (forget vs held-out) | {audit['lira_auc']:.3f} | "
             f"{audit['floor_lira_auc']:.3f} |",
             f"| LiRA TPR at 1 % FPR | {audit['lira_tpr_1pct']:.3f} | "
-            f"{audit['floor_lira_tpr_1pct']:.3f} |", "",
+            f"{audit['floor_lira_tpr_1pct']:.3f} |",
+            *[f"| {title} | {audit[key]:.3f} | {audit[f'floor_{key}']:.3f} |"
+              for key, title in (("rmia_auc", "RMIA AUC"), ("rmia_tpr_1pct", "RMIA TPR at 1 % FPR"),
+                                 ("loss_auc", "loss threshold AUC (the population attack's)"),
+                                 ("loss_tpr_1pct", "loss threshold TPR at 1 % FPR"))
+              if key in audit], "",
             f"- most exposed forget examples (id, LiRA z): {pairs}"]
 
 

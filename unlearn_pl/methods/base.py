@@ -15,13 +15,14 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor, nn
 
+from unlearn_pl.data.datamodule import POPULATION_SPLIT
 from unlearn_pl.metrics import MembershipInferenceAttack, PerSampleValues, attack_features, nomus
 from unlearn_pl.metrics.privacy import logit_confidence
 from unlearn_pl.networks import Classifier, build_network, load_network_weights
 from unlearn_pl.utils import atomic_torch_save
 
 Batch = tuple[Tensor, Tensor, Tensor]
-EVAL_SPLITS = ("retain", "forget", "unseen", "retain_test", "forget_test")
+EVAL_SPLITS = ("retain", "forget", "unseen", "retain_test", "forget_test", POPULATION_SPLIT)
 #: Where the weights a module holds came from (:attr:`UnlearningModule.weights_source`).
 WeightsSource = Literal["random", "original", "checkpoint", "trained", "given"]
 
@@ -387,12 +388,10 @@ class UnlearningModule(LightningModule):
 
     # -------------------------------------------------------------- evaluation
     def _eval_split_names(self) -> list[str]:
-        """The splits of this stage's evaluation loaders, in loader order: every split in test,
-        the datamodule's ``val_splits`` (its validation probe) otherwise."""
+        """The splits of this stage's evaluation loaders, in loader order: the datamodule's
+        ``test_splits`` in test, its ``val_splits`` (the validation probe) otherwise."""
         datamodule = getattr(self.trainer, "datamodule", None)
-        names = getattr(datamodule, "eval_splits", None)
-        if not self.trainer.testing:
-            names = getattr(datamodule, "val_splits", names)
+        names = getattr(datamodule, "test_splits" if self.trainer.testing else "val_splits", None)
         if names is None:
             raise RuntimeError("evaluation needs an UnlearningDataModule (it names the splits of "
                                "the evaluation loaders)")
@@ -445,9 +444,11 @@ class UnlearningModule(LightningModule):
             # Each sample once (DDP pads with repeats), in id order: the same float64 sums on
             # any number of processes.
             samples = self.eval_samples[split].compute()
+            self.last_samples[split] = samples
+            if split == POPULATION_SPLIT:  # validation samples: only the privacy audit's signals
+                continue
             results[f"acc_{split}"] = float(samples["correct"].mean())
             results[f"loss_{split}"] = float(samples["loss"].mean())
-            self.last_samples[split] = samples
         attack = self.mia.compute()
         results["mia"] = float(attack["accuracy"])
         results["mia_auc"] = float(attack["auc"])
