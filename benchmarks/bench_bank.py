@@ -11,6 +11,8 @@ member ``m`` of seed 0 with its own seed ``1_000_000 + m`` (init, batch order, a
 and per-sample signals, and a checkpoint per network.
 
 * ``bank``: one :class:`~unlearn_pl.evaluation.bank.EnsembleTrain` fit, then K evaluations;
+* ``bank_processes``: the same split over ``cpu_count // threads`` processes at once
+  (``train_bank(processes=...)``, what the runner does on a CPU);
 * ``sequential_runner``: per member, what the runner's ``_reference`` runs minus the CLI: a
   ``Trainer`` with ``configs/trainer/cpu.yaml``'s settings (CSV logs, a checkpoint every epoch,
   the validation probe every epoch, as the retrain config runs it), fit, test, a checkpoint;
@@ -102,12 +104,12 @@ def run_sequential(seeds: list[int], epochs: int, runner: bool) -> dict[str, Any
     return {"seconds": time.perf_counter() - start, "members": members}
 
 
-def run_bank(seeds: list[int], epochs: int) -> dict[str, Any]:
+def run_bank(seeds: list[int], epochs: int, processes: int = 1) -> dict[str, Any]:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_bank_") as scratch:
         records = train_bank(datamodule(), len(seeds), seeds, epochs, recipe=RECIPE,
                              checkpoints=[Path(scratch) / f"member{s}.ckpt" for s in seeds],
-                             trainer_kwargs={"accelerator": "cpu"})
+                             trainer_kwargs={"accelerator": "cpu"}, processes=processes)
     members = [{**{k: r[k] for k in KEYS}, "fit_seconds": r["fit_seconds"],
                 "seed": r["member_seed"], "signals": r["signals"]} for r in records]
     return {"seconds": time.perf_counter() - start, "members": members,
@@ -223,8 +225,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     seeds = [bank_seed(0, m) for m in range(args.references)]
+    # The runner's way on a CPU: the members split over one process per core's thread budget.
+    processes = min((os.cpu_count() or 1) // args.num_threads, args.references // 2)
     runs: dict[str, list[dict[str, Any]]] = {"bank": [], "sequential_lean": [],
                                              "sequential_runner": []}
+    if processes > 1:
+        runs["bank_processes"] = []
     if args.runner:
         runs["runner_cli"] = []
     order = list(runs)
@@ -232,8 +238,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         shift = round_ % len(order)
         for name in order[shift:] + order[:shift]:
             load_before = os.getloadavg()[0]
-            if name == "bank":
-                run = run_bank(seeds, args.epochs)
+            if name.startswith("bank"):
+                run = run_bank(seeds, args.epochs, processes if name == "bank_processes" else 1)
             elif name == "runner_cli":
                 try:
                     run = run_runner(args.epochs)
@@ -265,6 +271,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             per_round["sequential_runner"], per_round["bank"], strict=True)],
         "speedup_per_round_vs_lean": [round(s / b, 2) for s, b in zip(
             per_round["sequential_lean"], per_round["bank"], strict=True)],
+        **({"bank_processes": processes,
+            "processes_speedup_vs_sequential_runner":
+                seconds["sequential_runner"] / seconds["bank_processes"],
+            "processes_speedup_vs_sequential_lean":
+                seconds["sequential_lean"] / seconds["bank_processes"],
+            **({"processes_speedup_vs_runner_cli":
+                seconds["runner_cli"] / seconds["bank_processes"]} if "runner_cli" in runs
+               else {})} if "bank_processes" in runs else {}),
         **({"speedup_vs_runner_cli": seconds["runner_cli"] / seconds["bank"],
             "runner_cli_seconds_per_network": [round(r["seconds_per_network"], 2)
                                                for r in runs["runner_cli"]]}

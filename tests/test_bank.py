@@ -4,6 +4,7 @@ signals, checkpoints load like a retrain network's, and bad input is refused ear
 from __future__ import annotations
 
 import json
+import os
 import runpy
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,24 @@ def test_train_bank_records_and_checkpoints(tmp_path: Path) -> None:
     assert len(audit["runs"]) == 1
 
 
+def test_a_bank_in_processes_equals_one_ensemble(tmp_path: Path) -> None:
+    datamodule, tiny, seeds = make_datamodule(), dict(arch="tiny_cnn", width=0.5), [1, 2, 3, 4]
+    together = train_bank(datamodule, 4, seeds, 1, recipe=tiny)
+    paths = [tmp_path / f"member{k}.ckpt" for k in range(4)]
+    apart = train_bank(datamodule, 4, seeds, 1, recipe=tiny, processes=2, checkpoints=paths)
+    assert [r["member_seed"] for r in apart] == seeds
+    for one, other, path in zip(together, apart, paths, strict=True):
+        # Member k is the same network in an ensemble of 4 or of 2 (float tolerance).
+        torch.testing.assert_close(torch.tensor(one["signals"]["forget"]["signal"]),
+                                   torch.tensor(other["signals"]["forget"]["signal"]),
+                                   atol=1e-3, rtol=0)
+        assert "population" in other["signals"] and path.is_file()
+        # The slowest process's fit, shared by the K members.
+        assert other["fit_seconds"] == pytest.approx(other["bank_fit_seconds"] / 4)
+    with pytest.raises(ValueError, match="give 1 to 2 processes"):
+        train_bank(datamodule, 4, seeds, 1, recipe=tiny, processes=3)
+
+
 def test_train_bank_refuses_bad_input(tmp_path: Path) -> None:
     datamodule = make_datamodule()
     tiny = dict(arch="tiny_cnn", width=0.5)
@@ -255,9 +274,12 @@ def test_benchmark_script_runs(tmp_path: Path) -> None:
     main = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks"
                               / "bench_bank.py"))["main"]
     output = tmp_path / "bank.json"
-    result = main(["--references", "2", "--epochs", "1", "--rounds", "1", "--output",
+    result = main(["--references", "4", "--epochs", "1", "--rounds", "1", "--output",
                    str(output)])
     assert json.loads(output.read_text()) == json.loads(json.dumps(result))
-    assert set(result["seconds_median"]) == {"bank", "sequential_lean", "sequential_runner"}
+    # With two cores or more, also the bank split over processes (the runner's way on a CPU).
+    parallel = {"bank_processes"} if (os.cpu_count() or 1) >= 2 else set()
+    assert set(result["seconds_median"]) == {"bank", "sequential_lean", "sequential_runner",
+                                             *parallel}
     # the same seeds give the same networks both ways, up to rounding
     assert result["bank_vs_sequential_twins"]["max_abs_acc_retain_test_diff"] < 0.05

@@ -67,6 +67,7 @@ from typing import Any, NamedTuple
 import torch
 import yaml
 from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from unlearn_pl.cli import UnlearnCLI
@@ -489,11 +490,21 @@ _BANK_TRAINER_KEYS = ("accelerator", "precision", "max_steps", "accumulate_grad_
                       "gradient_clip_val", "gradient_clip_algorithm")
 
 
+def _bank_processes(cli: UnlearnCLI, members: int) -> int:
+    """Processes to train ``members`` bank members in on a CPU: one per ``torch`` thread
+    budget that fits the cores (a setting on 1 thread uses every core), at least 2 members
+    each; 1 on other accelerators."""
+    if not isinstance(cli.trainer.accelerator, CPUAccelerator):
+        return 1
+    return max(1, min((os.cpu_count() or 1) // torch.get_num_threads(), members // 2))
+
+
 def _bank(ctx: _Context, seed: int, references: int) -> list[dict[str, Any]]:
     """Seed ``seed``'s reference bank: members cached in the workdir are reused
     (:func:`_reference`); two or more missing ones are trained at once as one ensemble
     (:func:`unlearn_pl.evaluation.bank.train_bank`: member ``m`` is the retrain run of seed
-    :func:`bank_seed` to float tolerance) and cached where :func:`_reference` caches them (the
+    :func:`bank_seed` to float tolerance; on a CPU split over :func:`_bank_processes`
+    processes) and cached where :func:`_reference` caches them (the
     checkpoint and record named by their fingerprint). A recipe on several devices or with
     clipping by norm trains its members one by one."""
     missing: list[tuple[int, UnlearnCLI, dict[str, Any], Path]] = []
@@ -516,7 +527,8 @@ def _bank(ctx: _Context, seed: int, references: int) -> list[dict[str, Any]]:
                              recipe=dict(first.model.hparams),
                              checkpoints=[c for *_, c in missing],
                              trainer_kwargs={k: trainer_config[k] for k in _BANK_TRAINER_KEYS
-                                             if trainer_config.get(k) is not None})
+                                             if trainer_config.get(k) is not None},
+                             processes=_bank_processes(first, len(missing)))
         for (member, _, config, checkpoint), record in zip(missing, records, strict=True):
             record = {**record, "config": config, "checkpoint": str(checkpoint)}
             if _is_rank_zero():

@@ -36,12 +36,15 @@ from __future__ import annotations
 
 import copy
 import inspect
+import itertools
 import math
+import multiprocessing
 import os
 import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -531,7 +534,8 @@ class _SaveAfterTest(Callback):
 def train_bank(datamodule: UnlearningDataModule, references: int, seeds: Sequence[int],
                epochs: int, *, recipe: Mapping[str, Any] | None = None,
                checkpoints: Sequence[str | os.PathLike[str]] | None = None,
-               trainer_kwargs: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+               trainer_kwargs: Mapping[str, Any] | None = None,
+               processes: int = 1) -> list[dict[str, Any]]:
     """Train a bank of ``references`` retrain networks as one ensemble and evaluate each.
 
     One :class:`EnsembleTrain` is fitted in one ``Trainer`` for ``epochs`` epochs on the
@@ -556,7 +560,11 @@ def train_bank(datamodule: UnlearningDataModule, references: int, seeds: Sequenc
             after its evaluation, loadable with ``Train.load_from_checkpoint`` or as an
             ``original``; it records the member's share of the fit time and its forget request.
         trainer_kwargs: arguments of the ensemble's ``Trainer`` (accelerator, precision, ...);
-            its ``accelerator`` and ``precision`` also serve the evaluations. One process only.
+            its ``accelerator`` and ``precision`` also serve the evaluations. One device only.
+        processes: split the members into this many ensembles of at least 2, each trained and
+            evaluated in its own process on ``torch.get_num_threads() // processes`` threads at
+            once: the way to use a CPU's cores for networks too small to keep several threads
+            busy. ``fit_seconds`` is then the slowest process's fit divided by K.
 
     Returns:
         One record per member, in seed order, shaped like the comparison runner's reference
@@ -569,7 +577,8 @@ def train_bank(datamodule: UnlearningDataModule, references: int, seeds: Sequenc
     Raises:
         ValueError: fewer than 2 references, seeds not K distinct values, fewer than 1 epoch,
             ``checkpoints`` not K paths, a recipe that is not a retrain of this dataset's
-            network, gradient clipping by norm, or several processes.
+            network, gradient clipping by norm, several devices, or ``processes`` that would
+            leave an ensemble of fewer than 2.
     """
     if references < 2:
         raise ValueError(f"a bank needs at least 2 references, got {references}: the audit "
@@ -583,7 +592,13 @@ def train_bank(datamodule: UnlearningDataModule, references: int, seeds: Sequenc
     if paths is not None and len(paths) != references:
         raise ValueError(f"give {references} checkpoint paths, one per reference; got "
                          f"{len(paths)}")
+    if processes < 1 or references < 2 * processes:
+        raise ValueError(f"processes={processes} for a bank of {references}: give 1 to "
+                         f"{references // 2} processes (each trains an ensemble of at least 2)")
     arguments = _recipe(datamodule, recipe)
+    if processes > 1:
+        return _train_in_processes(datamodule, seeds, epochs, arguments, paths,
+                                   dict(trainer_kwargs or {}), processes)
     network_args = {k: v for k, v in arguments.items() if k in _arguments(EnsembleTrain)}
     ensemble = EnsembleTrain(seeds, **network_args)
     fit_kwargs: dict[str, Any] = dict(logger=False, enable_checkpointing=False,
@@ -626,3 +641,28 @@ def train_bank(datamodule: UnlearningDataModule, references: int, seeds: Sequenc
                         "signals": sample_signals(module, nonmember),
                         "checkpoint": str(paths[index]) if paths is not None else None})
     return records
+
+
+def _train_share(args: tuple[Any, ...]) -> list[dict[str, Any]]:
+    datamodule, seeds, epochs, recipe, paths, trainer_kwargs, threads = args
+    torch.set_num_threads(threads)
+    return train_bank(datamodule, len(seeds), seeds, epochs, recipe=recipe, checkpoints=paths,
+                      trainer_kwargs=trainer_kwargs)
+
+
+def _train_in_processes(datamodule: UnlearningDataModule, seeds: list[int], epochs: int,
+                        recipe: Mapping[str, Any], paths: list[Path] | None,
+                        trainer_kwargs: dict[str, Any], processes: int) -> list[dict[str, Any]]:
+    """:func:`train_bank` of contiguous shares of the members in ``processes`` worker
+    processes at once (forked where the platform allows: nothing to import again)."""
+    bounds = [round(i * len(seeds) / processes) for i in range(processes + 1)]
+    threads = max(1, torch.get_num_threads() // processes)
+    shares = [(datamodule, seeds[a:b], epochs, dict(recipe),
+               paths[a:b] if paths is not None else None, trainer_kwargs, threads)
+              for a, b in itertools.pairwise(bounds)]
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context(method)) as pool:
+        results = list(pool.map(_train_share, shares))
+    slowest = max(share[0]["bank_fit_seconds"] for share in results)
+    return [{**record, "fit_seconds": slowest / len(seeds), "wall_seconds": slowest / len(seeds),
+             "bank_fit_seconds": slowest} for share in results for record in share]
