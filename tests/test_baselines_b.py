@@ -14,9 +14,10 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tests.conftest import NETWORK, make_datamodule, make_trainer, model_kwargs
+from unlearn_pl.losses import distillation_kl
 from unlearn_pl.methods import SCRUB, UNSIR, BadTeaching
 from unlearn_pl.methods.bad_teaching import incompetent_teacher
-from unlearn_pl.methods.scrub import distillation_kl, scrub_phase
+from unlearn_pl.methods.scrub import scrub_phase
 from unlearn_pl.methods.unsir import error_maximizing_noise
 from unlearn_pl.networks import Classifier, build_network, load_network_weights
 

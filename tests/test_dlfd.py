@@ -23,9 +23,9 @@ from lightning.pytorch.trainer.states import TrainerFn
 from tests.conftest import make_datamodule, make_trainer, model_kwargs
 from tests.test_methods import Interrupt
 from unlearn_pl.callbacks import DynamicForgetting
+from unlearn_pl.losses import ot_distance
 from unlearn_pl.methods import DLFD, FineTune
 from unlearn_pl.methods.dlfd import dlfd_objective
-from unlearn_pl.ot import ot_distance
 
 EPSILON = 8 / 255
 

@@ -8,7 +8,7 @@ import ot
 import pytest
 import torch
 
-from unlearn_pl.ot import cosine_cost, ot_distance
+from unlearn_pl.losses import cosine_cost, ot_distance
 
 METHODS = ("emd", "sinkhorn")
 

@@ -1,4 +1,5 @@
-"""Small shared helpers: atomic output files (text, torch objects, figures)."""
+"""Small shared helpers: atomic output files (text, torch objects, figures) and per-sample
+seeded random generators."""
 
 from __future__ import annotations
 
@@ -38,3 +39,25 @@ def atomic_save_figure(figure: Any, path: str | os.PathLike[str], dpi: int = 120
     """Save a matplotlib figure as PNG through a temporary file and an atomic rename."""
     return _atomic_replace(path, lambda handle: figure.savefig(handle, format="png", dpi=dpi),
                            "wb")
+
+
+_MASK = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _MASK
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+    return x ^ (x >> 31)
+
+
+def sample_generator(*keys: int) -> torch.Generator:
+    """A CPU generator seeded by hashing integer ``keys`` (a seed, an epoch, a sample id...).
+
+    Every sample gets its own stream, so a draw never depends on batch composition, order,
+    device or DDP rank, and a resumed run redraws exactly what an uninterrupted one drew.
+    """
+    state = 0
+    for key in keys:
+        state = _splitmix64(state ^ (int(key) & _MASK))
+    return torch.Generator().manual_seed(state)

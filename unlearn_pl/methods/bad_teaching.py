@@ -10,8 +10,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from unlearn_pl.losses import distillation_kl
 from unlearn_pl.methods.base import Batch, UnlearningModule
-from unlearn_pl.methods.scrub import distillation_kl
 from unlearn_pl.networks import Classifier
 
 
@@ -48,7 +48,7 @@ class BadTeaching(UnlearningModule):
     reference's 256-sample batches. Each teacher is evaluated only on its own samples.
 
     Multilabel tasks: per-label Bernoulli KL of sigmoid outputs (see
-    :func:`~unlearn_pl.methods.scrub.distillation_kl`).
+    :func:`~unlearn_pl.losses.distillation_kl`).
 
     Deliberate difference from the public code (``vikram2000b/bad-teaching-unlearning``): its
     ``F.kl_div`` uses the default ``reduction="mean"``, which divides by batch × classes; here the
@@ -56,8 +56,6 @@ class BadTeaching(UnlearningModule):
     the constant factor hardly matters).
 
     Args:
-        original: the original network's checkpoint (student start and competent teacher;
-            required).
         lr: learning rate (reference: Adam, 1e-4).
         optimizer: optimiser (reference: ``adam``).
         weight_decay: weight decay (reference: 0).
@@ -72,15 +70,14 @@ class BadTeaching(UnlearningModule):
     is_forget: Tensor
     used: Tensor
 
-    def __init__(self, original: str | None = None, lr: float = 1e-4,
+    def __init__(self, lr: float = 1e-4,
                  optimizer: Literal["sgd", "adam", "adamw"] = "adam", weight_decay: float = 0.0,
                  temperature: float = 1.0, retain_subset: float = 0.3, **kwargs: Any) -> None:
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         if not 0 < retain_subset <= 1:
             raise ValueError(f"retain_subset must lie in (0, 1], got {retain_subset}")
-        super().__init__(original=original, lr=lr, optimizer=optimizer,
-                         weight_decay=weight_decay, **kwargs)
+        super().__init__(lr=lr, optimizer=optimizer, weight_decay=weight_decay, **kwargs)
 
     def setup_unlearning(self) -> None:
         self.frozen_copy("competent_teacher")

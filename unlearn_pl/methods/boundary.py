@@ -261,7 +261,6 @@ class BoundaryShrink(_BatchNormModeMixin):
     ``bound=0.25``, their effective budget) to reproduce the authors' setting.
 
     Args:
-        original: the original network's checkpoint (required for a meaningful run).
         bound: FGSM step / L∞ budget ε in pixel units (paper 0.1).
         attack: ``fgsm`` (paper) or ``pgd`` (the authors' commented-out alternative).
         step: PGD step size (authors 8/255).
@@ -286,7 +285,7 @@ class BoundaryShrink(_BatchNormModeMixin):
     train_splits = ("forget",)
     epoch_split = "forget"
 
-    def __init__(self, original: str | None = None, bound: float = 0.1,
+    def __init__(self, bound: float = 0.1,
                  attack: Literal["fgsm", "pgd"] = "fgsm", step: float = 8 / 255, iters: int = 5,
                  curvature_weight: float = 0.0, curvature_h: float = 0.9,
                  margin_reweight: bool = False, margin_bias: float = -0.5,
@@ -303,8 +302,7 @@ class BoundaryShrink(_BatchNormModeMixin):
                              f"{curvature_weight} and {curvature_h}")
         if kwargs.get("num_classes", 10) < 2:
             raise ValueError("Boundary Shrink needs at least 2 classes to find a neighbour class")
-        super().__init__(original=original, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                         **kwargs)
+        super().__init__(lr=lr, momentum=momentum, weight_decay=weight_decay, **kwargs)
         _require_linear_classifier(type(self), self.network)
         self.bn_mode = bn_mode
 
@@ -373,7 +371,6 @@ class BoundaryExpanding(_BatchNormModeMixin):
     reasons; ``train`` is the authors' behaviour).
 
     Args:
-        original: the original network's checkpoint (required for a meaningful run).
         bn_mode: ``frozen`` (default) or ``train`` (authors).
         lr: learning rate (1e-5).
         momentum: SGD momentum (0.9).
@@ -388,11 +385,10 @@ class BoundaryExpanding(_BatchNormModeMixin):
     train_splits = ("forget",)
     epoch_split = "forget"
 
-    def __init__(self, original: str | None = None, bn_mode: BatchNormMode = "frozen",
+    def __init__(self, bn_mode: BatchNormMode = "frozen",
                  lr: float = 1e-5, momentum: float = 0.9, weight_decay: float = 0.0,
                  **kwargs: Any) -> None:
-        super().__init__(original=original, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                         **kwargs)
+        super().__init__(lr=lr, momentum=momentum, weight_decay=weight_decay, **kwargs)
         _require_linear_classifier(type(self), self.network)
         self.bn_mode = bn_mode
         self.num_outputs = int(self.hparams["num_classes"])  # C, the exported head's size

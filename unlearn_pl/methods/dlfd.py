@@ -9,8 +9,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from unlearn_pl.losses import OTMethod, ot_distance
 from unlearn_pl.methods.base import Batch, UnlearningModule
-from unlearn_pl.ot import OTMethod, ot_distance
 
 ForwardFn = Callable[[Tensor], tuple[Tensor, Tensor]]
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -22,7 +22,7 @@ def dlfd_objective(forward: ForwardFn, loss: LossFn, images: Tensor, delta: Tens
                    ) -> tuple[Tensor, Tensor]:
     """The two terms of DLFD's perturbation objective at ``images + delta``.
 
-    Returns ``(ot, cls)``: ``ot = OT(φ(x_r + δ), φ(x_f))`` (:func:`unlearn_pl.ot.ot_distance`,
+    Returns ``(ot, cls)``: ``ot = OT(φ(x_r + δ), φ(x_f))`` (:func:`unlearn_pl.losses.ot_distance`,
     cosine cost, uniform marginals) and ``cls = CE(f(x_r + δ), y_r)``. With ``authors_code`` the
     OT term is taken on the **clean** retain features ``φ(x_r)`` as in the released code, so it is
     a constant with respect to ``δ``.
@@ -166,7 +166,6 @@ class DLFD(UnlearningModule):
       forget and validation sets after every batch (which dominates the code's run time).
 
     Args:
-        original: the original network's checkpoint (required).
         features: ``logits`` (authors' code) or ``embedding`` (the penultimate features).
         ot_weight: weight of the OT term (RAF-DB 7, MUFAC 3).
         retain_weight_start: classification weight at the first step (RAF-DB 0.5, MUFAC 0).
@@ -192,14 +191,13 @@ class DLFD(UnlearningModule):
     train_splits = ("retain", "forget")
     epoch_split = "retain"
 
-    def __init__(self, original: str | None = None,
-                 features: Literal["logits", "embedding"] = "logits", ot_weight: float = 7.0,
+    def __init__(self, features: Literal["logits", "embedding"] = "logits", ot_weight: float = 7.0,
                  retain_weight_start: float = 0.5, retain_weight_end: float = 1.0,
                  steps: int = 20, step_size: float = 2 / 255, epsilon: float | None = 8 / 255,
                  random_init: bool = False, ot_method: Literal["emd", "sinkhorn"] = "sinkhorn",
                  sinkhorn_epsilon: float = 0.01, authors_code: bool = False,
                  save_threshold: float | None = None, lr: float = 0.006,
-                 momentum: float = 0.9, weight_decay: float = 5e-4, **kwargs: Any) -> None:
+                 **kwargs: Any) -> None:
         if steps < 0 or step_size < 0:
             raise ValueError(f"steps ({steps}) and step_size ({step_size}) must be >= 0")
         if epsilon is not None and epsilon <= 0:
@@ -209,8 +207,7 @@ class DLFD(UnlearningModule):
         if save_threshold is not None and save_threshold <= 0:
             raise ValueError(f"save_threshold is a forgetting score (paper scale, > 0), got "
                              f"{save_threshold}")
-        super().__init__(original=original, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                         **kwargs)
+        super().__init__(lr=lr, **kwargs)
         self.forgetting_enabled = True
         self._total_steps: float | None = None
 

@@ -14,7 +14,6 @@ class FineTune(UnlearningModule):
     few epochs ("catastrophic forgetting" of D_f; Golatkar et al. 2020, Warnecke et al. 2023).
 
     Args:
-        original: the original network's checkpoint (required).
         lr: learning rate (default 0.01, a tenth of typical training).
         **kwargs: :class:`UnlearningModule` arguments.
     """
@@ -22,8 +21,8 @@ class FineTune(UnlearningModule):
     train_splits = ("retain",)
     epoch_split = "retain"
 
-    def __init__(self, original: str | None = None, lr: float = 0.01, **kwargs: Any) -> None:
-        super().__init__(original=original, lr=lr, **kwargs)
+    def __init__(self, lr: float = 0.01, **kwargs: Any) -> None:
+        super().__init__(lr=lr, **kwargs)
 
     def training_step(self, batch: dict[str, Batch], batch_idx: int) -> Tensor:
         images, targets, _ = batch["retain"]

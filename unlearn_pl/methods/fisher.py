@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from unlearn_pl.methods.base import Batch, UnlearningModule
-from unlearn_pl.methods.random_labels import sample_generator
+from unlearn_pl.utils import sample_generator
 
 _LABEL_SALT = 0x46495348  # separates the sampled-class stream from the noise stream
 _NOISE_SALT = 0x4E4F4953
@@ -154,7 +154,6 @@ class FisherForgetting(UnlearningModule):
     training loop iterates over the forget split (usually the shortest) only to drive that step.
 
     Args:
-        original: the original network's checkpoint.
         alpha: noise scale α; ``None`` = 5e-3 for ``paper`` (tuned on the embedded digits) and
             1e-6 for ``code`` (the authors' notebook).
         noise: ``paper`` (std α·F^{-1/4}) or ``code`` (the released notebook's variant).
@@ -173,7 +172,7 @@ class FisherForgetting(UnlearningModule):
     train_splits = ("forget",)
     epoch_split = "forget"
 
-    def __init__(self, original: str | None = None, alpha: float | None = None,
+    def __init__(self, alpha: float | None = None,
                  noise: Literal["paper", "code"] = "paper", fisher_samples: int | None = None,
                  fisher_classes: Literal["all", "sampled"] = "all", fisher_batch_size: int = 32,
                  max_inverse: float = 1e3, zero_forgotten_classes: bool = True,
@@ -186,7 +185,7 @@ class FisherForgetting(UnlearningModule):
         if fisher_batch_size < 1 or max_inverse <= 0:
             raise ValueError(f"fisher_batch_size ({fisher_batch_size}) and max_inverse "
                              f"({max_inverse}) must be positive")
-        super().__init__(original=original, **kwargs)
+        super().__init__(**kwargs)
         self.automatic_optimization = False
         self.alpha = alpha if alpha is not None else (5e-3 if noise == "paper" else 1e-6)
         self.applied = False

@@ -28,7 +28,6 @@ class CFk(UnlearningModule):
     the trained blocks stays in eval mode, so the frozen part is bit-identical after training.
 
     Args:
-        original: the original network's checkpoint.
         k: number of last blocks to train, ``1 ≤ k ≤ len(network.blocks())``.
         lr: learning rate.
         **kwargs: :class:`UnlearningModule` arguments.
@@ -37,9 +36,9 @@ class CFk(UnlearningModule):
     train_splits = ("retain",)
     epoch_split = "retain"
 
-    def __init__(self, original: str | None = None, k: int = 2, lr: float = 0.01,
+    def __init__(self, k: int = 2, lr: float = 0.01,
                  **kwargs: Any) -> None:
-        super().__init__(original=original, lr=lr, **kwargs)
+        super().__init__(lr=lr, **kwargs)
         blocks = len(self.network.blocks())
         if not 1 <= k <= blocks:
             raise ValueError(f"k must be between 1 and the {blocks} blocks of "
@@ -98,16 +97,15 @@ class EUk(CFk):
     Retraining from scratch needs a training learning rate and schedule (the defaults).
 
     Args:
-        original: the original network's checkpoint.
         k: number of last blocks to re-initialise and train.
         lr: learning rate (a from-scratch rate, used with the one-cycle schedule).
         **kwargs: :class:`UnlearningModule` arguments.
     """
 
-    def __init__(self, original: str | None = None, k: int = 2, lr: float = 0.05,
+    def __init__(self, k: int = 2, lr: float = 0.05,
                  **kwargs: Any) -> None:
         kwargs.setdefault("scheduler", "onecycle")
-        super().__init__(original=original, k=k, lr=lr, **kwargs)
+        super().__init__(k=k, lr=lr, **kwargs)
 
     def setup_unlearning(self) -> None:
         super().setup_unlearning()

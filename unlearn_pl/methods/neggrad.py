@@ -24,7 +24,6 @@ class NegGrad(UnlearningModule):
     stays the last good one.
 
     Args:
-        original: the original network's checkpoint.
         lr: learning rate (small: ascent diverges quickly).
         **kwargs: :class:`UnlearningModule` arguments.
     """
@@ -32,8 +31,8 @@ class NegGrad(UnlearningModule):
     train_splits = ("forget",)
     epoch_split = "forget"
 
-    def __init__(self, original: str | None = None, lr: float = 1e-3, **kwargs: Any) -> None:
-        super().__init__(original=original, lr=lr, **kwargs)
+    def __init__(self, lr: float = 1e-3, **kwargs: Any) -> None:
+        super().__init__(lr=lr, **kwargs)
 
     def training_step(self, batch: dict[str, Batch], batch_idx: int) -> Tensor:
         images, targets, _ = batch["forget"]
@@ -54,7 +53,6 @@ class NegGradPlus(UnlearningModule):
     (see :class:`NegGrad`).
 
     Args:
-        original: the original network's checkpoint.
         lr: learning rate.
         alpha: weight α of the retain loss in [0, 1]; the forget loss gets ``1 − α``.
         **kwargs: :class:`UnlearningModule` arguments.
@@ -63,11 +61,11 @@ class NegGradPlus(UnlearningModule):
     train_splits = ("retain", "forget")
     epoch_split = "retain"
 
-    def __init__(self, original: str | None = None, lr: float = 0.01, alpha: float = 0.999,
+    def __init__(self, lr: float = 0.01, alpha: float = 0.999,
                  **kwargs: Any) -> None:
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-        super().__init__(original=original, lr=lr, **kwargs)
+        super().__init__(lr=lr, **kwargs)
         self.alpha = alpha
 
     def training_step(self, batch: dict[str, Batch], batch_idx: int) -> Tensor:

@@ -8,27 +8,7 @@ import torch
 from torch import Tensor
 
 from unlearn_pl.methods.base import Batch, UnlearningModule
-
-_MASK = (1 << 64) - 1
-
-
-def _splitmix64(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & _MASK
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
-    return x ^ (x >> 31)
-
-
-def sample_generator(*keys: int) -> torch.Generator:
-    """A CPU generator seeded by hashing integer ``keys`` (a seed, an epoch, a sample id...).
-
-    Every sample gets its own stream, so a draw never depends on batch composition, order,
-    device or DDP rank, and a resumed run redraws exactly what an uninterrupted one drew.
-    """
-    state = 0
-    for key in keys:
-        state = _splitmix64(state ^ (int(key) & _MASK))
-    return torch.Generator().manual_seed(state)
+from unlearn_pl.utils import sample_generator
 
 
 def random_other_labels(targets: Tensor, ids: Tensor, num_classes: int, seed: int,
@@ -89,7 +69,6 @@ class RandomLabels(UnlearningModule):
     Multiclass tasks only.
 
     Args:
-        original: the original network's checkpoint.
         lr: learning rate (a fine-tuning rate).
         mix: ``union`` (one shuffled pass over D_r ∪ D_f) or ``paired`` (a retain and a forget
             batch per step, the forget set cycled).
@@ -100,11 +79,11 @@ class RandomLabels(UnlearningModule):
     supports_multilabel = False
     forget_ids: Tensor
 
-    def __init__(self, original: str | None = None, lr: float = 0.01,
+    def __init__(self, lr: float = 0.01,
                  mix: Literal["union", "paired"] = "union", **kwargs: Any) -> None:
         if mix not in ("union", "paired"):
             raise ValueError(f"mix must be 'union' or 'paired', got {mix!r}")
-        super().__init__(original=original, lr=lr, **kwargs)
+        super().__init__(lr=lr, **kwargs)
         self.register_buffer("forget_ids", torch.empty(0, dtype=torch.long), persistent=False)
 
     @property
@@ -168,7 +147,6 @@ class Amnesiac(RandomLabels):
     mixing of retain and forget batches are as in :class:`RandomLabels`. Multiclass only.
 
     Args:
-        original: the original network's checkpoint.
         lr: learning rate.
         mix: ``union`` or ``paired``, as in :class:`RandomLabels`.
         **kwargs: :class:`UnlearningModule` arguments.

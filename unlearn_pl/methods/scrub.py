@@ -7,41 +7,12 @@ import math
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from unlearn_pl.losses import distillation_kl
 from unlearn_pl.methods.base import Batch, UnlearningModule
 
 Phase = Literal["max", "min"]
-
-
-def distillation_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0,
-                    multilabel: bool = False) -> Tensor:
-    """Per-sample KL(teacher ‖ student) of temperature-softened predictions (Hinton et al. 2015).
-
-    Multiclass: ``KL(softmax(t/T) ‖ softmax(s/T))`` summed over classes. Multilabel: the KL of
-    the independent Bernoulli predictions ``sigmoid(t/T)`` and ``sigmoid(s/T)`` of each label,
-    averaged over labels (as the task loss averages its per-label BCE). Computed in float32.
-    The caller applies any ``T²`` factor.
-
-    Args:
-        student_logits: ``N×C`` logits of the network being trained.
-        teacher_logits: ``N×C`` logits of the reference (no gradient is taken through them).
-        temperature: softening temperature ``T > 0``.
-        multilabel: per-label sigmoid instead of a softmax over classes.
-
-    Returns:
-        ``N`` non-negative divergences.
-    """
-    student = student_logits.float() / temperature
-    teacher = teacher_logits.detach().float() / temperature
-    if multilabel:
-        p_teacher = torch.sigmoid(teacher)
-        kl = (p_teacher * (F.logsigmoid(teacher) - F.logsigmoid(student))
-              + (1 - p_teacher) * (F.logsigmoid(-teacher) - F.logsigmoid(-student)))
-        return kl.mean(1)
-    return F.kl_div(F.log_softmax(student, 1), F.log_softmax(teacher, 1), reduction="none",
-                    log_target=True).sum(1)
 
 
 def scrub_phase(epoch: int, msteps: int) -> tuple[int, Phase]:
@@ -96,7 +67,6 @@ class SCRUB(UnlearningModule):
     epoch ``sstart = 10``) are left out.
 
     Args:
-        original: the original network's checkpoint (student start and frozen teacher; required).
         alpha: weight α of the retain KL term (paper code: 0.001).
         gamma: weight γ of the retain cross-entropy (paper code: 0.99).
         msteps: number of SCRUB epochs with a max pass (paper code: 2).
@@ -110,9 +80,8 @@ class SCRUB(UnlearningModule):
 
     train_splits = ("retain", "forget")
 
-    def __init__(self, original: str | None = None, alpha: float = 0.001, gamma: float = 0.99,
+    def __init__(self, alpha: float = 0.001, gamma: float = 0.99,
                  msteps: int = 2, temperature: float = 4.0, lr: float = 5e-4,
-                 momentum: float = 0.9, weight_decay: float = 5e-4,
                  optimizer: Literal["sgd", "adam", "adamw"] = "sgd",
                  lr_decay_epochs: list[int] | None = None, lr_decay_rate: float = 0.1,
                  **kwargs: Any) -> None:
@@ -124,8 +93,7 @@ class SCRUB(UnlearningModule):
             raise ValueError(f"temperature must be positive, got {temperature}")
         if not 0 < lr_decay_rate <= 1:
             raise ValueError(f"lr_decay_rate must lie in (0, 1], got {lr_decay_rate}")
-        super().__init__(original=original, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                         optimizer=optimizer, **kwargs)
+        super().__init__(lr=lr, optimizer=optimizer, **kwargs)
         if self.hparams.scheduler != "none":
             raise ValueError("SCRUB sets its learning rate per epoch (lr, lr_decay_epochs, "
                              "lr_decay_rate); leave scheduler at 'none'")

@@ -112,7 +112,6 @@ class UNSIR(UnlearningModule):
     subset (the first 1,000 images of each class) in both steps; here each epoch draws its own.
 
     Args:
-        original: the original network's checkpoint (required).
         lr: impair learning rate (reference: Adam, 0.02).
         repair_lr: repair learning rate of the fresh repair optimiser (reference: Adam, 0.01).
         optimizer: optimiser (reference: ``adam``).
@@ -132,7 +131,7 @@ class UNSIR(UnlearningModule):
     noise: Tensor
     noise_targets: Tensor
 
-    def __init__(self, original: str | None = None, lr: float = 0.02, repair_lr: float = 0.01,
+    def __init__(self, lr: float = 0.02, repair_lr: float = 0.01,
                  optimizer: Literal["sgd", "adam", "adamw"] = "adam", weight_decay: float = 0.0,
                  retain_subset: float = 0.2, noise_ratio: float = 0.5, noise_per_class: int = 1,
                  noise_steps: int = 40, noise_lr: float = 0.1, noise_l2: float = 0.1,
@@ -149,7 +148,7 @@ class UNSIR(UnlearningModule):
                              f"{noise_per_class} and {noise_steps}")
         if noise_l2 < 0:
             raise ValueError(f"noise_l2 must be >= 0, got {noise_l2}")
-        super().__init__(original=original, lr=lr, optimizer=optimizer,
+        super().__init__(lr=lr, optimizer=optimizer,
                          weight_decay=weight_decay, **kwargs)
         if self.hparams.scheduler != "none":
             raise ValueError("UNSIR sets the learning rate of each step itself (lr for impair, "
