@@ -7,7 +7,7 @@ Usage: python benchmarks/bench_bank.py [--references 8] [--epochs 15] [--rounds 
 The digits setting of the comparison runner (``DigitsDataModule(forget_classes=[3],
 batch_size=64)``, ``tiny_cnn`` width 2, lr 0.05 one-cycle, 15 epochs, one torch thread), bank
 member ``m`` of seed 0 with its own seed ``1_000_000 + m`` (init, batch order, augmentation), as
-``unlearn_pl.compare.bank_seed`` gives it. Each way ends with K evaluated networks: test numbers
+``unlearn_pl.benchmark.bank_seed`` gives it. Each way ends with K evaluated networks: test numbers
 and per-sample signals, and a checkpoint per network.
 
 * ``bank``: one :class:`~unlearn_pl.evaluation.bank.EnsembleTrain` fit, then K evaluations;
@@ -21,7 +21,7 @@ and per-sample signals, and a checkpoint per network.
 
 The machine may be busy (other jobs): the three run in every round, in a rotating order, and
 the load average is recorded around each; times are per round and their median. ``--runner``
-also times, in every round, one ``unlearn_pl.compare.compare(..., references=2)`` call
+also times, in every round, one ``unlearn_pl.benchmark.compare(..., references=2)`` call
 (original, retrain and 2 bank members through the CLI: the runner's own wall time per network,
 CLI included). ``compute_floor`` times the bare training step of the K networks (forward,
 backward, SGD) both ways on the same batches: K separate networks one after the other, and the
@@ -61,7 +61,7 @@ KEYS = ("acc_retain", "acc_forget", "acc_retain_test", "acc_forget_test", "mia")
 
 
 def bank_seed(seed: int, member: int) -> int:
-    """``unlearn_pl.compare.bank_seed`` (not imported: the runner is not needed here)."""
+    """``unlearn_pl.benchmark.bank_seed`` (not imported: the runner is not needed here)."""
     return 1_000_000 + 1_000 * seed + member
 
 
@@ -198,7 +198,7 @@ def compute_floor(references: int, repeats: int = 3, steps: int = 20) -> dict[st
 
 def run_runner(epochs: int) -> dict[str, Any]:
     """One comparison-runner call with a bank of 2 (no method): the CLI's per-network time."""
-    from unlearn_pl.compare import compare
+    from unlearn_pl.benchmark import compare
 
     with tempfile.TemporaryDirectory(prefix="bench_bank_runner_") as scratch:
         start = time.perf_counter()

@@ -12,7 +12,8 @@ import torch
 from lightning.pytorch import Trainer, seed_everything
 
 import unlearn_pl  # noqa: F401  (torchvision shim before lightning)
-from unlearn_pl.data import SyntheticDataModule
+from unlearn_pl.data import ForgetClasses, SyntheticDataModule
+from unlearn_pl.data.requests import FLAT_KEYS, request_from_flat
 from unlearn_pl.methods import Train
 
 # Tiny tensors: one thread is faster and does not fight DDP worker processes for the 2 cores.
@@ -36,7 +37,9 @@ data:
     augment: false
     batch_size: 32
     eval_batch_size: 96
-    forget_classes: [1]
+    forget:
+      class_path: unlearn_pl.data.ForgetClasses
+      init_args: {classes: [1]}
 model:
   init_args:
     arch: tiny_cnn
@@ -54,10 +57,17 @@ trainer:
 
 
 def make_datamodule(**overrides: Any) -> SyntheticDataModule:
-    """Synthetic datamodule; a class-wise request (class 1) unless another is given."""
+    """Synthetic datamodule; a class-wise request (class 1) unless another is given, as a
+    typed ``forget`` request or, for brevity here, its plain key (``forget_classes=[2]``),
+    which this helper turns into the typed request."""
     kwargs = {**SYNTHETIC, **overrides}
-    if not any(k.startswith("forget_") and k != "forget_batch_size" for k in overrides):
-        kwargs["forget_classes"] = [1]
+    flat = [k for k in overrides if k in FLAT_KEYS]
+    if len(flat) == 1:
+        key = flat[0]
+        kwargs["forget"] = (request_from_flat(key, kwargs.pop(key)) if key != "forget_ids"
+                            or kwargs[key] is not None else kwargs.pop(key))
+    elif "forget" not in overrides and not flat:
+        kwargs["forget"] = ForgetClasses([1])
     return SyntheticDataModule(**kwargs)
 
 

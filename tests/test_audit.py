@@ -12,7 +12,7 @@ import torch
 
 from tests.conftest import DATA_CONFIG, make_datamodule, make_trainer, model_kwargs
 from unlearn_pl.callbacks import UnlearningReport
-from unlearn_pl.compare import compare
+from unlearn_pl.benchmark import compare
 from unlearn_pl.evaluation import audit_method
 from unlearn_pl.methods import Train
 

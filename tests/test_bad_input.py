@@ -16,7 +16,8 @@ from PIL import Image
 
 from tests.conftest import make_datamodule, make_trainer, model_kwargs
 from unlearn_pl.data import ImageFolderDataModule, SyntheticDataModule, read_image_folders
-from unlearn_pl.data.datamodule import EpochShuffleSampler, read_id_file
+from unlearn_pl.data.datamodule import EpochShuffleSampler
+from unlearn_pl.data.requests import read_id_file
 from unlearn_pl.methods import NegGradPlus, Train
 from unlearn_pl.networks import build_network, check_network_file, load_network_weights
 

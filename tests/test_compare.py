@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.conftest import DATA_CONFIG, FAST_FINETUNE
-from unlearn_pl.compare import (
+from unlearn_pl.benchmark import (
     CompareInputError,
     available_method_configs,
     available_settings,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from unlearn_pl.compare import CONFIGS, available_method_configs
+from unlearn_pl.benchmark import CONFIGS, available_method_configs
 
 PACKAGE = REPO / "unlearn_pl"
 
@@ -101,7 +101,7 @@ def test_wheel_runs_the_quickstart_in_a_fresh_venv(dists: tuple[Path, Path],
     timings["venv + pip install"] = time.perf_counter() - start
     # The CPU build of torch only: a CUDA build would pull nvidia-* wheels (GBs).
     assert "nvidia" not in install.stdout.lower(), install.stdout[-3000:]
-    where = _run([python, "-c", "import torch, unlearn_pl, unlearn_pl.compare as c; "
+    where = _run([python, "-c", "import torch, unlearn_pl, unlearn_pl.benchmark as c; "
                   "print(torch.version.cuda); print(unlearn_pl.__file__); "
                   "print(c.default_configs_dir())"], cwd=work, env=env).stdout.splitlines()
     cuda, module, configs = where[-3:]

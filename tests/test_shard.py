@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import DATA_CONFIG, FAST_FINETUNE
-from unlearn_pl import compare as compare_module
-from unlearn_pl.compare import AUDIT_NUMBERS, METRICS, CompareInputError, compare, main
+from unlearn_pl.benchmark import AUDIT_NUMBERS, METRICS, CompareInputError, compare, main
+from unlearn_pl.benchmark import cli as cli_module
+from unlearn_pl.benchmark import runs as runs_module
 
 SEEDS, METHOD_SEEDS, BANK = (0, 1), (0, 1), 2
 # Every number but the times: those of reused units are the sharded runs' own.
@@ -33,7 +34,7 @@ CLOSE = AUDIT_NUMBERS
 def counting_fits(fits: list[str]) -> Iterator[None]:
     """Record the run folder of every fit (reference, bank member or method) the runner starts;
     bank members trained together as one ensemble count once each."""
-    fit_and_test, train_bank = compare_module._fit_and_test, compare_module.train_bank
+    fit_and_test, train_bank = runs_module._fit_and_test, runs_module.train_bank
 
     def counted(cli: Any) -> dict[str, Any]:
         fits.append(str(Path(cli.trainer.default_root_dir)))
@@ -44,8 +45,8 @@ def counting_fits(fits: list[str]) -> Iterator[None]:
         return train_bank(*args, checkpoints=checkpoints, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(compare_module, "_fit_and_test", counted)
-        patch.setattr(compare_module, "train_bank", counted_bank)
+        patch.setattr(runs_module, "_fit_and_test", counted)
+        patch.setattr(runs_module, "train_bank", counted_bank)
         yield
 
 
@@ -201,22 +202,22 @@ def test_a_bad_shard_on_the_command_line_is_a_usage_error(
         assert exit_info.value.code == 2
         assert "--shard" in capsys.readouterr().err
     assert not (tmp_path / "work").exists()
-    assert "--reuse-runs" in compare_module._parser().format_help()
+    assert "--reuse-runs" in cli_module._parser().format_help()
 
 
 def test_a_shard_waits_on_a_live_claim_and_not_on_a_dead_one(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(compare_module, "_CLAIM_POLL_S", 0.02)
-    monkeypatch.setattr(compare_module, "_CLAIM_STALE_S", 0.6)
-    monkeypatch.setattr(compare_module, "_CLAIM_BEAT_S", 0.05)
+    monkeypatch.setattr(runs_module, "_CLAIM_POLL_S", 0.02)
+    monkeypatch.setattr(runs_module, "_CLAIM_STALE_S", 0.6)
+    monkeypatch.setattr(runs_module, "_CLAIM_BEAT_S", 0.05)
     ctx: Any = SimpleNamespace(setting="t", shard=(0, 2))
     claim = tmp_path / ".original-abc.ckpt.claim"
-    compare_module._wait_for_claim(ctx, claim, "nothing claimed")  # returns at once
+    runs_module._wait_for_claim(ctx, claim, "nothing claimed")  # returns at once
     # A live claim: held (and touched) by a training "shard" for 0.9 s, longer than the
     # staleness limit, so only its heartbeat keeps the waiter waiting.
     def train() -> None:
-        with compare_module._claim(ctx, claim, True):
+        with runs_module._claim(ctx, claim, True):
             time.sleep(0.9)
 
     holder = threading.Thread(target=train)
@@ -224,7 +225,7 @@ def test_a_shard_waits_on_a_live_claim_and_not_on_a_dead_one(
     while not claim.exists():
         time.sleep(0.01)
     start = time.monotonic()
-    compare_module._wait_for_claim(ctx, claim, "seed 0 original")
+    runs_module._wait_for_claim(ctx, claim, "seed 0 original")
     assert time.monotonic() - start > 0.6
     holder.join()
     assert not claim.exists()
@@ -232,6 +233,6 @@ def test_a_shard_waits_on_a_live_claim_and_not_on_a_dead_one(
     # A dead shard's claim (never touched again) is given up after the staleness limit.
     claim.write_text("{}")
     start = time.monotonic()
-    compare_module._wait_for_claim(ctx, claim, "seed 0 original")
+    runs_module._wait_for_claim(ctx, claim, "seed 0 original")
     assert 0.6 <= time.monotonic() - start < 5
     assert "training it here" in capsys.readouterr().err

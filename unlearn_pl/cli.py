@@ -280,13 +280,14 @@ class UnlearnCLI(LightningCLI):
             loop.batch_progress.total.completed == 0 for loop in loops)
 
 
-def run_cli(args: list[str] | None = None) -> UnlearnCLI:
+def run_cli(args: list[str] | None = None, run: bool = True) -> UnlearnCLI:
     """Run ``unlearn-pl`` with ``args`` (default: the command line) and return the CLI object
-    (its ``trainer``, ``model`` and ``datamodule``)."""
+    (its ``trainer``, ``model`` and ``datamodule``); with ``run=False`` only build them (what
+    the comparison runner does before its own fit and test)."""
     available_methods()  # import every method so class_path names resolve
     return UnlearnCLI(UnlearningModule, UnlearningDataModule, subclass_mode_model=True,
-                      subclass_mode_data=True, args=args, auto_configure_optimizers=False,
-                      save_config_kwargs={"overwrite": True})
+                      subclass_mode_data=True, args=args, run=run,
+                      auto_configure_optimizers=False, save_config_kwargs={"overwrite": True})
 
 
 def main(args: list[str] | None = None) -> None:

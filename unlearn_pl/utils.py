@@ -1,10 +1,12 @@
-"""Small shared helpers: atomic output files (text, torch objects, figures) and per-sample
-seeded random generators."""
+"""Small shared helpers: atomic output files (text, torch objects, figures), the record of the
+environment a result was measured in, and per-sample seeded random generators."""
 
 from __future__ import annotations
 
 import os
+import platform
 import tempfile
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +63,20 @@ def sample_generator(*keys: int) -> torch.Generator:
     for key in keys:
         state = _splitmix64(state ^ (int(key) & _MASK))
     return torch.Generator().manual_seed(state)
+
+
+def environment(command: list[str] | None = None) -> dict[str, Any]:
+    """The environment a result was measured in: package versions, Python, machine, CPU count,
+    torch threads and GPU (and ``command`` when given), as plain values."""
+    versions: dict[str, str | None] = {}
+    for package in ("unlearn_pl", "torch", "torchvision", "lightning", "torchmetrics",
+                    "scikit-learn"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    record: dict[str, Any] = {} if command is None else {"command": list(command)}
+    return {**record, "versions": versions, "python": platform.python_version(),
+            "machine": platform.platform(), "processor": platform.processor(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}

@@ -16,34 +16,16 @@ class DynamicForgetting(Callback):
     The dynamic forgetting strategy of DLFD (Choi & Na, AAAI 2025): the forgetting score is
     watched during unlearning; once it falls below ``threshold`` the forgetting part (DLFD's OT
     term) stops and training continues on the classification loss only, for the rest of the run.
+    Checks run at the Trainer's validation (``val_check_interval``) on the datamodule's bounded
+    probe; sanity checks and non-fit stages are skipped, all DDP ranks switch at the same step,
+    and the state is checkpointed under :attr:`state_key` and re-applied on resume. The switch
+    step is logged as ``dynamic_forgetting/switch_step``. Works with any LightningModule that has
+    a ``forgetting_enabled`` attribute and a ``disable_forgetting()`` method
+    (:class:`unlearn_pl.methods.DLFD`).
 
-    The monitored metric defaults to ``val/forgetting_score``, on the **paper scale**
-    ``FS = 2·|MIA − 0.5|`` (0 = the attacker cannot tell members from non-members). The authors'
-    code prints and thresholds ``|MIA − 0.5|``, so **double its thresholds**: MUFAC's 0.15 is
-    0.30 here (the default), RAF-DB's 0.23 is 0.46, which is above the original network's own
-    forgetting score on RAF-DB (0.348) and switches at the first check.
-
-    How often the score is measured comes from the Trainer: ``val_check_interval`` (an int: every
-    that many training batches, with ``check_val_every_n_epoch=None`` to count across epochs) on
-    the datamodule's bounded probe (``eval_max_samples`` per split; ``probe_splits: minimal``
-    evaluates only the splits the forgetting score and NoMUS need), which keeps checks cheap.
-    The authors' code re-evaluates the full retain, forget and validation sets after every batch.
-
-    Like Lightning's ``EarlyStopping``: sanity checks and non-fit stages are skipped; the
-    decision is reduced across ranks with ``reduce_boolean_decision(all=True)`` (every rank must
-    see the score below the threshold), so all ranks switch at the same step; the state
-    (``switched``, ``switch_step``, ``wait_count``) is saved in checkpoints under
-    :attr:`state_key` and the switch is re-applied to the module when a run resumes. The step of
-    the switch (``trainer.global_step`` after the validation that triggered it: later optimizer
-    steps are classification-only) is sent to the loggers as ``dynamic_forgetting/switch_step``.
-
-    Generic: any LightningModule with a ``forgetting_enabled`` attribute and a
-    ``disable_forgetting()`` method can use it (:class:`unlearn_pl.methods.DLFD` does).
-
-    Best-model selection like the paper (which keeps the most accurate model among those below a
-    save threshold): pair it with ``ModelCheckpoint(monitor="val/nomus", mode="max")``; NoMUS
-    trades test accuracy against the forgetting score in one number (see
-    ``configs/methods/dlfd.yaml``).
+    ``threshold`` is on the paper scale (see :func:`unlearn_pl.metrics.forgetting_score` before
+    taking one from the authors' code). The docs page ``docs/methods/dlfd.md`` gives the check
+    schedule, the model selection and the differences from the authors' code.
 
     Args:
         monitor: logged metric to watch.

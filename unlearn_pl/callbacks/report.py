@@ -9,7 +9,6 @@ import os
 import platform
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any, cast
 
@@ -18,7 +17,6 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch import Tensor
 
-import unlearn_pl
 from unlearn_pl.data import UnlearningDataModule
 from unlearn_pl.evaluation.audit import audit_method
 from unlearn_pl.evaluation.evaluate import (
@@ -32,6 +30,7 @@ from unlearn_pl.evaluation.plots import plot_loss_distribution, plot_signal_agai
 from unlearn_pl.evaluation.render import FS_SCALE, reference_gaps, render_markdown
 from unlearn_pl.methods.base import UnlearningModule
 from unlearn_pl.utils import atomic_write_text
+from unlearn_pl.utils import environment as _environment
 
 __all__ = ["UnlearningReport"]
 
@@ -65,16 +64,6 @@ def _class_path(obj: object) -> str:
 
 def _is_report(path: str) -> bool:
     return Path(path).suffix == ".json"
-
-
-def _versions() -> dict[str, str]:
-    found = {"unlearn_pl": unlearn_pl.__version__, "python": platform.python_version()}
-    for package in ("torch", "lightning", "torchmetrics", "torchvision"):
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            found[package] = "not installed"
-    return found
 
 
 class UnlearningReport(Callback):
@@ -245,7 +234,7 @@ class UnlearningReport(Callback):
             # given by the caller, or (Train only) the original's.
             "weights": getattr(pl_module, "weights_source", "unknown"),
             "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "versions": _versions(),
+            "versions": {**_environment()["versions"], "python": platform.python_version()},
             "reference": None,
             "gaps": None,
             # Attacks too small to honour their test fold size: the numbers are coarse.

@@ -1,7 +1,7 @@
 """Datasets, forget requests and splits."""
 
 from unlearn_pl.data.core import ImageData, ImageTensorDataset
-from unlearn_pl.data.datamodule import UnlearningDataModule, read_id_file, resolve_forget_set
+from unlearn_pl.data.datamodule import UnlearningDataModule, resolve_forget_set
 from unlearn_pl.data.datasets import (
     CIFAR10DataModule,
     CIFAR100DataModule,
@@ -18,6 +18,16 @@ from unlearn_pl.data.faces import (
     MUFACDataModule,
     RAFDBDataModule,
     UTKFaceDataModule,
+)
+from unlearn_pl.data.requests import (
+    ForgetClasses,
+    ForgetCount,
+    ForgetFirst,
+    ForgetFraction,
+    ForgetGroups,
+    ForgetIds,
+    ForgetRequest,
+    read_id_file,
 )
 from unlearn_pl.data.sources import (
     decode_image,
@@ -37,6 +47,13 @@ __all__ = [
     "CIFAR100DataModule",
     "DigitsDataModule",
     "FER2013DataModule",
+    "ForgetClasses",
+    "ForgetCount",
+    "ForgetFirst",
+    "ForgetFraction",
+    "ForgetGroups",
+    "ForgetIds",
+    "ForgetRequest",
     "ImageData",
     "ImageFolderDataModule",
     "ImageTensorDataset",

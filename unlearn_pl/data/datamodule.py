@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import re
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,6 +17,13 @@ from torch.utils.data import DataLoader, Sampler
 from torchvision.transforms import v2
 
 from unlearn_pl.data.core import ImageData, ImageTensorDataset, Task
+from unlearn_pl.data.requests import (
+    FLAT_KEYS,
+    ForgetIds,
+    ForgetRequest,
+    build_request,
+    request_from_flat,
+)
 from unlearn_pl.utils import atomic_write_text
 
 TRAIN_SPLITS = ("train", "retain", "forget")
@@ -93,42 +98,6 @@ class EpochShuffleSampler(Sampler[int]):
         return iter([(i, self.epoch, draw) for i in order])
 
 
-def read_id_file(path: str | os.PathLike[str]) -> list[int]:
-    """Read sample ids from a deletion-request file: a JSON list or integers separated by
-    whitespace or commas (one per line is the usual form).
-
-    Every id must be written as an integer: ``4.9``, ``5.0``, ``1e3``, ``true`` or ``"5"`` are
-    refused (naming the value and the file), never rounded or cast to a sample.
-    """
-    fix = "write one integer sample id per line, or a JSON list of integers"
-    try:
-        text = Path(path).read_text()
-    except UnicodeDecodeError as error:
-        raise ValueError(f"forget_ids file {path} is not a text file ({error}); {fix}") from None
-    if text.lstrip().startswith("["):
-        try:
-            values = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"forget_ids file {path} starts like a JSON list but is not valid "
-                             f"JSON ({error}); {fix}") from None
-        # bool is a subclass of int: ``true`` would silently become sample 1.
-        bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int)]
-        if bad:
-            raise ValueError(f"forget_ids file {path} holds {json.dumps(bad[0])}, which is not an "
-                             f"integer sample id ({len(bad)} such value(s)); {fix}")
-        ids = list(values)
-    else:
-        tokens = text.replace(",", " ").split()
-        bad = [t for t in tokens if not re.fullmatch(r"[+-]?[0-9]+", t)]
-        if bad:
-            raise ValueError(f"forget_ids file {path} holds {bad[0]!r}, which is not an integer "
-                             f"sample id ({len(bad)} such value(s)); {fix}")
-        ids = [int(t) for t in tokens]
-    if not ids:
-        raise ValueError(f"forget_ids file {path} holds no sample id; {fix}")
-    return ids
-
-
 def resolve_forget_set(targets: Tensor, pool: Tensor, *, task: Task = "multiclass",
                        num_classes: int, groups: Tensor | None = None,
                        forget_classes: Sequence[int] | None = None,
@@ -136,80 +105,41 @@ def resolve_forget_set(targets: Tensor, pool: Tensor, *, task: Task = "multiclas
                        forget_ids: Sequence[int] | None = None,
                        forget_groups: Sequence[int] | None = None,
                        forget_first: int | None = None, seed: int = 0) -> Tensor:
-    """Turn a forget request into the sorted ids of the training samples to forget.
+    """Turn a plain forget request into the sorted ids of the training samples to forget
+    (:meth:`ForgetRequest.select <unlearn_pl.data.requests.ForgetRequest.select>` of its typed
+    request; ``forget_ids`` here are the ids themselves, not a file).
 
     Args:
         targets: targets of the whole training set.
-        pool: ids of the training samples the network is trained on (the rest were carved off
-            as held-out data and cannot be forgotten).
+        pool: ids of the training samples the network is trained on.
         task: multiclass or multilabel (class-wise requests need classes).
         num_classes: number of classes.
         groups: group/identity id per training sample, for ``forget_groups``.
-        forget_classes, forget_fraction, forget_count, forget_ids, forget_groups, forget_first:
-            the request; exactly one is given (checked by the datamodule).
+        forget_classes: the request's classes; or one of the next five.
+        forget_fraction: a seeded random share.
+        forget_count: a seeded random number.
+        forget_ids: training sample ids.
+        forget_groups: group ids.
+        forget_first: the first N in the dataset's order.
         seed: seed of the random sample-wise draw.
 
     Raises:
-        ValueError: the request names classes, groups or ids that do not exist, or selects no
-            sample, or every training sample.
+        ValueError: not exactly one request, or one that names classes, groups or ids that do
+            not exist, or selects no sample, or every training sample.
     """
-    in_pool = torch.zeros(len(targets), dtype=torch.bool)
-    in_pool[pool] = True
-    if forget_classes is not None:
-        if task != "multiclass":
-            raise ValueError("forget_classes needs a multiclass task; for multilabel data use "
-                             "forget_fraction, forget_count, forget_ids or forget_groups")
-        bad = [c for c in forget_classes if not 0 <= c < num_classes]
-        if bad:
-            raise ValueError(f"forget_classes {bad} out of range: the dataset has classes "
-                             f"0..{num_classes - 1}")
-        mask = in_pool & torch.isin(targets, torch.tensor(list(forget_classes)))
-    elif forget_groups is not None:
-        if groups is None:
-            raise ValueError("forget_groups needs a dataset with group/identity ids; this one "
-                             "has none: use forget_classes or forget_ids")
-        unknown = sorted(set(forget_groups) - set(groups[pool].tolist()))
-        if unknown:
-            raise ValueError(f"forget_groups {unknown[:10]} do not exist in the training data")
-        mask = in_pool & torch.isin(groups, torch.tensor(list(forget_groups)))
-    elif forget_ids is not None:
-        ids = list(forget_ids)
-        duplicates = sorted({i for i in ids if ids.count(i) > 1})
-        if duplicates:
-            raise ValueError(f"forget_ids lists ids {duplicates[:10]} more than once; list each "
-                             "sample once")
-        out_of_range = [i for i in ids if not 0 <= i < len(targets)]
-        if out_of_range:
-            raise ValueError(f"forget_ids {out_of_range[:10]} out of range: training sample ids "
-                             f"are 0..{len(targets) - 1}")
-        held_out = [i for i in ids if not in_pool[i]]
-        if held_out:
-            raise ValueError(f"forget_ids {held_out[:10]} are unknown training samples: they "
-                             "belong to the held-out (unseen) split carved from train; see "
-                             "splits.json for the ids the network was trained on")
-        mask = torch.zeros(len(targets), dtype=torch.bool)
-        mask[torch.tensor(ids, dtype=torch.long)] = True
-    elif forget_first is not None:
-        if forget_first >= len(pool):
-            raise ValueError(f"forget_first {forget_first} leaves no retain data: the training "
-                             f"set has {len(pool)} samples")
-        mask = torch.zeros(len(targets), dtype=torch.bool)
-        mask[pool.sort().values[:forget_first]] = True
-    else:
-        count = forget_count if forget_count is not None else round(forget_fraction * len(pool))  # type: ignore[operator]
-        if count > len(pool):
-            raise ValueError(f"forget_count {count} exceeds the {len(pool)} training samples")
-        chosen = pool[torch.randperm(len(pool), generator=_generator(seed))[:count]]
-        mask = torch.zeros(len(targets), dtype=torch.bool)
-        mask[chosen] = True
-    forget = mask.nonzero().flatten()
-    if len(forget) == 0:
-        raise ValueError("the forget request selects no training sample: check the classes, "
-                         "ids, groups or fraction you asked to forget")
-    if len(forget) == len(pool):
-        raise ValueError("the forget request selects every training sample, which leaves no "
-                         "retain data: forget a subset")
-    return forget
+    given = {k: v for k, v in (("forget_classes", forget_classes),
+                               ("forget_fraction", forget_fraction),
+                               ("forget_count", forget_count), ("forget_groups", forget_groups),
+                               ("forget_first", forget_first)) if v is not None}
+    if forget_ids is not None:
+        given["forget_ids"] = forget_ids
+    if len(given) != 1:
+        raise ValueError(f"give exactly one forget request, got {sorted(given) or 'none'}")
+    ((key, value),) = given.items()
+    request = (ForgetIds.of(list(value)) if key == "forget_ids"
+               else request_from_flat(key, value))
+    return request.select(targets, pool, task=task, num_classes=num_classes, groups=groups,
+                          seed=seed)
 
 
 class UnlearningDataModule(LightningDataModule):
@@ -225,9 +155,11 @@ class UnlearningDataModule(LightningDataModule):
         validation split, or ``val_fraction`` of the held-out data carved off and removed from
         the test splits. No test sample ever reaches a ``val/`` metric.
 
-    Exactly one forget request: ``forget_classes``, ``forget_fraction``, ``forget_count``,
-    ``forget_ids`` (a deletion-request file of training sample ids), ``forget_groups`` or
-    ``forget_first``.
+    One forget request, ``forget``: a :class:`~unlearn_pl.data.ForgetClasses`,
+    :class:`~unlearn_pl.data.ForgetFraction`, :class:`~unlearn_pl.data.ForgetCount`,
+    :class:`~unlearn_pl.data.ForgetIds` (a deletion-request file of training sample ids),
+    :class:`~unlearn_pl.data.ForgetGroups` or :class:`~unlearn_pl.data.ForgetFirst`. The flat
+    ``forget_*`` arguments of 0.1 still work, with a ``DeprecationWarning``, until 0.3.
     Split ids are written to ``splits.json`` in the run's log folder so a user can audit what was
     forgotten. Subclasses implement :meth:`load`.
 
@@ -237,13 +169,13 @@ class UnlearningDataModule(LightningDataModule):
         forget_batch_size: batch size of the forget loader when a method trains on retain and
             forget together; default ``batch_size``.
         num_workers: loader worker processes.
-        forget_classes: class ids to forget (class-wise).
-        forget_fraction: fraction in (0, 1) of training samples to forget, drawn with ``seed``.
-        forget_count: number of training samples to forget, drawn with ``seed``.
-        forget_first: forget the first N training samples in the dataset's own order (MUFAC's
-            request: the first 1,500 rows of its CSV, which is sorted by family).
-        forget_ids: path of a file of training sample ids to forget.
-        forget_groups: group/identity ids whose every sample is forgotten.
+        forget: the forget request (:mod:`unlearn_pl.data.requests`).
+        forget_classes: deprecated, ``ForgetClasses(classes)``.
+        forget_fraction: deprecated, ``ForgetFraction(fraction)``.
+        forget_count: deprecated, ``ForgetCount(count)``.
+        forget_first: deprecated, ``ForgetFirst(count)``.
+        forget_ids: deprecated, ``ForgetIds(path)``.
+        forget_groups: deprecated, ``ForgetGroups(groups)``.
         seed: seed of every random choice of the splits, and of the training batch order
             unless ``shuffle_seed`` is given.
         shuffle_seed: seed of the training batch order; default ``seed``. Another value repeats
@@ -273,7 +205,8 @@ class UnlearningDataModule(LightningDataModule):
         @property
         def hparams(self) -> Any: ...
 
-    def __init__(self, *, batch_size: int = 128, eval_batch_size: int = 512,
+    def __init__(self, *, forget: ForgetRequest | None = None, batch_size: int = 128,
+                 eval_batch_size: int = 512,
                  forget_batch_size: int | None = None, num_workers: int = 0,
                  forget_classes: list[int] | None = None, forget_fraction: float | None = None,
                  forget_count: int | None = None, forget_ids: str | None = None,
@@ -285,17 +218,26 @@ class UnlearningDataModule(LightningDataModule):
                  augment: bool = True, num_channels: Literal[1, 3] | None = None,
                  image_size: int | None = None) -> None:
         super().__init__()
-        requests = {"forget_classes": forget_classes, "forget_fraction": forget_fraction,
-                    "forget_count": forget_count, "forget_ids": forget_ids,
-                    "forget_groups": forget_groups, "forget_first": forget_first}
-        given = [name for name, value in requests.items() if value is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one forget request (forget_classes, forget_fraction, "
-                             "forget_count, forget_ids, forget_groups or forget_first); got "
-                             f"{given or 'none'}")
+        flat = {"forget_classes": forget_classes, "forget_fraction": forget_fraction,
+                "forget_count": forget_count, "forget_ids": forget_ids,
+                "forget_groups": forget_groups, "forget_first": forget_first}
+        given = [name for name, value in flat.items() if value is not None]
+        if (forget is None) == (not given) or len(given) > 1:
+            raise ValueError("give exactly one forget request, as forget: {class_path: "
+                             "unlearn_pl.data.ForgetClasses, init_args: {classes: [3]}} (or "
+                             "ForgetFraction, ForgetCount, ForgetIds, ForgetGroups, ForgetFirst); "
+                             f"got {(['forget'] if forget is not None else []) + given or 'none'}")
+        if forget is not None:
+            forget = build_request(forget)  # also its YAML form, read by a script
+        else:
+            forget = request_from_flat(given[0], flat[given[0]])  # validates it
+            warnings.warn(f"the flat forget request {given[0]}: is deprecated and will be "
+                          "removed in 0.3; give it as forget: {class_path: unlearn_pl.data."
+                          f"{type(forget).__name__}, init_args: ...}}", DeprecationWarning,
+                          stacklevel=2)
+        self.forget_request = forget
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
                             ("forget_batch_size", forget_batch_size),
-                            ("forget_count", forget_count), ("forget_first", forget_first),
                             ("eval_max_samples", eval_max_samples),
                             ("image_size", image_size)):
             if value is not None and value < 1:
@@ -304,26 +246,18 @@ class UnlearningDataModule(LightningDataModule):
             raise ValueError(f"probe_splits must be 'all' or 'minimal', got {probe_splits!r}")
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-        if forget_fraction is not None and not 0 < forget_fraction < 1:
-            raise ValueError(f"forget_fraction must lie in (0, 1), got {forget_fraction}; use "
-                             "forget_classes to forget whole classes")
         if not 0 < unseen_fraction < 1:
             raise ValueError(f"unseen_fraction must lie in (0, 1), got {unseen_fraction}")
         if not 0 < val_fraction < 1:
             raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction}")
-        if forget_classes is not None and len(forget_classes) == 0:
-            raise ValueError("forget_classes is empty: name at least one class to forget")
-        if forget_groups is not None and len(forget_groups) == 0:
-            raise ValueError("forget_groups is empty: name at least one group to forget")
-        if forget_ids is not None and not Path(forget_ids).is_file():
-            raise FileNotFoundError(f"forget_ids file {forget_ids} does not exist")
-        # Read once, here: malformed ids fail before the data is read.
-        self._forget_ids = read_id_file(forget_ids) if forget_ids is not None else None
         # Kept out of the logger: Lightning refuses to merge a module's and a datamodule's
         # hyperparameters that share a key with different values (``seed``: the method's own
         # seed need not be the split's). The run's config.yaml and splits.json hold them all,
         # and the checkpoint still saves them.
-        self.save_hyperparameters(logger=False)
+        self.save_hyperparameters(ignore=["forget"], logger=False)
+        # The request's plain form is what the hyperparameters (and checkpoints) keep, set
+        # after the fact: a subclass's frame (its **kwargs) would pass None for each.
+        self.hparams.update({key: None for key in FLAT_KEYS} | forget.flat())
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.forget_batch_size = forget_batch_size or batch_size
@@ -439,12 +373,9 @@ class UnlearningDataModule(LightningDataModule):
             pool = keep.nonzero().flatten()
             unseen = (data.train_images[held], data.train_targets[held], held)
             unseen_groups = data.train_groups[held] if data.train_groups is not None else None
-        forget = resolve_forget_set(
-            data.train_targets, pool, task=data.task, num_classes=self.num_classes,
-            groups=data.train_groups, forget_classes=hp.forget_classes,
-            forget_fraction=hp.forget_fraction, forget_count=hp.forget_count,
-            forget_ids=self._forget_ids,
-            forget_groups=hp.forget_groups, forget_first=hp.forget_first, seed=self.seed)
+        forget = self.forget_request.select(data.train_targets, pool, task=data.task,
+                                            num_classes=self.num_classes,
+                                            groups=data.train_groups, seed=self.seed)
         is_forget = torch.zeros(n, dtype=torch.bool)
         is_forget[forget] = True
         retain = pool[~is_forget[pool]]

@@ -224,9 +224,13 @@ def load_mufac_data(root: str | os.PathLike[str], *, train_csv: str = "custom_tr
 
     Args:
         root: the folder holding the CSVs and image folders.
-        train_csv, val_csv, test_csv: CSVs with columns ``image_path`` and ``age_class``
-            (letters a–h → classes 0–7).
-        train_dir, val_dir, test_dir: image folders of the three CSVs, under ``root``.
+        train_csv: training CSV, columns ``image_path`` and ``age_class`` (letters a–h →
+            classes 0–7).
+        val_csv: validation CSV, same columns.
+        test_csv: test CSV, same columns.
+        train_dir: image folder of ``train_csv``, under ``root``.
+        val_dir: image folder of ``val_csv``, under ``root``.
+        test_dir: image folder of ``test_csv``, under ``root``.
         held_out: which held-out CSV becomes the ``unseen`` split. The benchmark's
             :math:`\\mathcal{D}_{unseen}` (the attack's non-members) is ``test``
             (families F0851–F0900); its reported test accuracy is measured on ``val``
@@ -601,8 +605,12 @@ class MUFACDataModule(_FaceDataModule):
         root: the dataset folder.
         held_out: ``test`` (MUFAC's unseen set, the default) or ``val`` as the ``unseen``
             split.
-        train_csv, val_csv, test_csv, train_dir, val_dir, test_dir: file and folder names
-            under ``root``.
+        train_csv: training CSV under ``root``.
+        val_csv: validation CSV under ``root``.
+        test_csv: test CSV under ``root``.
+        train_dir: image folder of ``train_csv`` under ``root``.
+        val_dir: image folder of ``val_csv`` under ``root``.
+        test_dir: image folder of ``test_csv`` under ``root``.
         **kwargs: :class:`~unlearn_pl.data.datamodule.UnlearningDataModule` options
             (``image_size`` defaults to 128, ``num_channels`` to 3).
     """
@@ -681,7 +689,10 @@ class CelebADataModule(_FaceDataModule):
     Args:
         root: the CelebA folder.
         attributes: attribute names to predict.
-        attr_file, image_dir, partition_file, identity_file: names under ``root``.
+        attr_file: the attribute file under ``root``.
+        image_dir: the image folder under ``root``.
+        partition_file: the split file under ``root`` (used when present), or ``None``.
+        identity_file: the identity file under ``root`` (used when present), or ``None``.
         held_out: official split (``test`` or ``val``) used as the held-out set.
         identity_split: ``(first, held_out_from)`` identity bounds of the training and held-out
             people (MUCAC's protocol); overrides the partition file.
@@ -734,8 +745,11 @@ class MUCACDataModule(CelebADataModule):
 
     Args:
         root: the ``CelebAMask-HQ`` folder.
-        attr_file, image_dir, identity_file, partition_file, identity_split: as in
-            :class:`CelebADataModule`, with MUCAC's names and split as defaults.
+        attr_file: the attribute file under ``root`` (MUCAC's name by default).
+        image_dir: the image folder under ``root`` (MUCAC's name by default).
+        identity_file: the identity file under ``root`` (MUCAC's name by default).
+        partition_file: the split file under ``root``; ``None`` (MUCAC splits by identity).
+        identity_split: ``(first, held_out_from)`` identity bounds (MUCAC's ``(190, 1627)``).
         **kwargs: further :class:`CelebADataModule` options.
     """
 

@@ -190,10 +190,18 @@ class EnsembleTrain(LightningModule):
         seeds: one seed per member (K ≥ 2, distinct): member ``k`` is initialised after
             ``torch.manual_seed(seeds[k])``, as a run seeded with ``seeds[k]`` initialises its
             network.
-        arch, num_classes, in_channels, normalization, task, small_input, width: the network
-            (see :class:`~unlearn_pl.methods.UnlearningModule`).
-        optimizer, lr, momentum, weight_decay, scheduler: the recipe's optimiser and schedule,
-            with :class:`~unlearn_pl.methods.Train`'s defaults.
+        arch: the network's architecture (as :class:`~unlearn_pl.methods.UnlearningModule`).
+        num_classes: classes (or labels).
+        in_channels: image channels.
+        normalization: ``[mean, std]`` per channel, applied inside the network.
+        task: ``multiclass`` or ``multilabel``.
+        small_input: the small-image stem.
+        width: channel width multiplier.
+        optimizer: the recipe's optimiser (:class:`~unlearn_pl.methods.Train`'s default).
+        lr: learning rate.
+        momentum: SGD momentum.
+        weight_decay: weight decay.
+        scheduler: learning-rate schedule.
 
     Raises:
         ValueError: fewer than 2 seeds, repeated seeds, or a non-positive ``lr``.
@@ -550,7 +558,7 @@ def train_bank(datamodule: UnlearningDataModule, references: int, seeds: Sequenc
             recipe's).
         references: K, the size of the bank (at least 2).
         seeds: K distinct seeds, one per member (the runner's
-            :func:`~unlearn_pl.compare.bank_seed`).
+            :func:`~unlearn_pl.benchmark.bank_seed`).
         epochs: training epochs of every member.
         recipe: the retrain recipe's :class:`~unlearn_pl.methods.Train` arguments (a retrain
             module's ``hparams`` will do): ``arch``, ``width``, ``lr``, ``scheduler``, ...; the

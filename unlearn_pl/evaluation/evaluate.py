@@ -3,10 +3,10 @@ per-sample values every report and table reads.
 
 :func:`evaluate` runs the test stage of :class:`~unlearn_pl.methods.UnlearningModule` (accuracy
 on D_r, D_f, D_u and, class-wise, Dr_test / Df_test; the MUFAC / DLFD membership inference attack;
-the forgetting score ``2·|MIA − 0.5|`` on the paper's scale; NoMUS; the unlearning time) on any
-network, module or checkpoint and returns the numbers the CLI logs. :func:`sample_losses` and
-:func:`sample_signals` read the module's one per-sample collector (``last_samples``: each sample
-once, also under DDP).
+the forgetting score, paper scale (:func:`~unlearn_pl.metrics.forgetting_score`); NoMUS; the
+unlearning time) on any network, module or checkpoint and returns the numbers the CLI logs.
+:func:`sample_losses` and :func:`sample_signals` read the module's one per-sample collector
+(``last_samples``: each sample once, also under DDP).
 """
 
 from __future__ import annotations
@@ -219,8 +219,9 @@ def evaluate(network_or_module: Classifier | UnlearningModule | str | os.PathLik
     Runs ``Trainer.test`` (eval mode, test transform, full splits) and returns what the CLI logs,
     without the ``test/`` prefix: ``acc_{retain,forget,unseen}`` (and, class-wise,
     ``acc_{retain,forget}_test``), the matching ``loss_*``, ``mia`` and ``mia_auc`` (members D_f,
-    non-members D_u, or Df_test for class-wise requests), ``forgetting_score`` (paper scale
-    ``2·|MIA − 0.5|``), ``nomus`` and ``fit_seconds`` (0 for a plain network).
+    non-members D_u, or Df_test for class-wise requests), ``forgetting_score`` (paper scale, see
+    :func:`unlearn_pl.metrics.forgetting_score`), ``nomus`` and ``fit_seconds`` (0 for a plain
+    network).
 
     Args:
         network_or_module: a plain :class:`~unlearn_pl.networks.Classifier` (wrapped in a base

@@ -10,6 +10,8 @@ from unlearn_pl.evaluation.audit import VERDICT_RULE
 
 __all__ = ["FS_SCALE", "reference_gaps", "render_markdown"]
 
+# The reports' one-line scale note (user-facing text); the full statement is the docstring of
+# unlearn_pl.metrics.forgetting_score.
 FS_SCALE = ("2*|MIA - 0.5| (paper scale, 0 = the attacker cannot tell); the DLFD and MUFAC code "
             "print |MIA - 0.5|, half of it")
 

@@ -28,32 +28,22 @@ def incompetent_teacher(network: Classifier, seed: int) -> Classifier:
 
 
 class BadTeaching(UnlearningModule):
-    """Bad Teaching (Chundawat et al. 2023): the student starts from the original f_0 and is
-    distilled, in one epoch over D_f ∪ a random ``retain_subset`` share of D_r, towards
+    """Bad Teaching (Chundawat et al., "Can Bad Teaching Induce Forgetting? Unlearning in Deep
+    Networks Using an Incompetent Teacher", AAAI 2023): the student starts from the original f_0
+    and is distilled, in one epoch over D_f ∪ a random ``retain_subset`` share of D_r, towards a
+    randomly initialised **incompetent teacher** T_d on forget samples (l_u = 1) and the
+    **competent teacher** T_s = f_0 on retain samples (l_u = 0), minimising
 
-    * a randomly initialised **incompetent teacher** T_d on forget samples (l_u = 1), and
-    * the original, **competent teacher** T_s = f_0 on retain samples (l_u = 0),
+        ``KL(t(x) ‖ softmax(S(x)/τ))``,
+        ``t(x) = l_u·softmax(T_d(x)/τ) + (1 − l_u)·softmax(T_s(x)/τ)``
 
-    minimising the paper's unlearning objective ``KL(t(x) ‖ softmax(S(x)/τ))`` with the mixed
-    teacher ``t(x) = l_u·softmax(T_d(x)/τ) + (1 − l_u)·softmax(T_s(x)/τ)`` (τ: ``temperature``).
+    (τ: ``temperature``). Both teachers are frozen; T_d is rebuilt from ``seed``
+    (:func:`incompetent_teacher`). An epoch is one shuffled pass over D, skipping retain samples
+    outside the subset, so batches hold fewer than ``batch_size`` used samples.
 
-    Both teachers are frozen copies (eval mode, out of the optimiser and of checkpoints). The
-    incompetent teacher is rebuilt from ``seed`` in :meth:`setup_unlearning`
-    (:func:`incompetent_teacher`), so a resumed run gets the same one. An epoch is one pass over
-    the training set D = D_r ∪ D_f in the datamodule's shuffled order; every forget sample is used
-    and a retain sample only if it is in the subset, a seeded draw of exactly
-    ``round(retain_subset·|D_r|)`` retain ids fixed for the run (the reference draws its subset
-    once with ``random.sample``). Batches therefore hold about ``batch_size·(|D_f| +
-    retain_subset·|D_r|)/|D|`` samples: raise ``batch_size`` accordingly to reproduce the
-    reference's 256-sample batches. Each teacher is evaluated only on its own samples.
-
-    Multilabel tasks: per-label Bernoulli KL of sigmoid outputs (see
-    :func:`~unlearn_pl.losses.distillation_kl`).
-
-    Deliberate difference from the public code (``vikram2000b/bad-teaching-unlearning``): its
-    ``F.kl_div`` uses the default ``reduction="mean"``, which divides by batch × classes; here the
-    KL is summed over classes and averaged over samples (the divergence of the paper; with Adam
-    the constant factor hardly matters).
+    Unlike the public code (``vikram2000b/bad-teaching-unlearning``), whose ``F.kl_div`` divides
+    by batch × classes, the KL is summed over classes and averaged over samples. The docs page
+    ``docs/methods/bad_teaching.md`` gives the details, the differences and the measurements.
 
     Args:
         lr: learning rate (reference: Adam, 1e-4).

@@ -1,15 +1,12 @@
 """Boundary Unlearning (Chen et al., CVPR 2023): Boundary Shrink and Boundary Expanding.
 
 Min Chen, Weizhuo Gao, Gaoyang Liu, Kai Peng, Chen Wang, "Boundary Unlearning: Rapid Forgetting
-of Deep Networks via Shifting the Decision Space", CVPR 2023. Both methods fine-tune the original
-network f_0 on the forget set D_f only, for a few epochs at a tiny learning rate, so that the
-decision space of the forgotten data moves: Shrink relabels every forget sample with its nearest
-wrong class, found by an adversarial step on f_0; Expanding sends every forget sample to an extra
-"shadow" class that is then pruned away.
-
-The maths lives in plain functions (:func:`adversarial_neighbours`, :func:`margin_weights`,
-:func:`curvature`, :func:`widen_classifier`, :func:`prune_classifier`) that test without a Trainer;
-the two Lightning modules are thin.
+of Deep Networks via Shifting the Decision Boundary", CVPR 2023 (arXiv:2303.11570). Both methods
+fine-tune the original network on the forget set only, so that the decision space of the
+forgotten data moves. The maths lives in plain functions (:func:`adversarial_neighbours`,
+:func:`margin_weights`, :func:`curvature`, :func:`widen_classifier`, :func:`prune_classifier`)
+that test without a Trainer; the two Lightning modules are thin. The docs page
+``docs/methods/boundary.md`` gives the algorithms, the differences and the measurements.
 """
 
 from __future__ import annotations
@@ -221,44 +218,15 @@ class BoundaryShrink(_BatchNormModeMixin):
         ``x' = clip_[0,1](x + ε · sign(∇_x CE(f_0(x), y)))``,   ``y_nbi = argmax f_0(x')``,
 
     and the network is fine-tuned on the **clean** forget images with the neighbour labels,
-    ``min_w Σ_{(x,y)∈D_f} CE(f_w(x), y_nbi)``, forget data only (SGD lr 1e-5, momentum 0.9, no
-    weight decay, 10 epochs over D_f in the authors' code). A failed attack (``y_nbi = y``) keeps
-    the true label; its share is logged as ``train/attack_success`` (``y_nbi ≠ y``).
+    ``min_w Σ_{(x,y)∈D_f} CE(f_w(x), y_nbi)``, forget data only. A failed attack keeps the true
+    label (the success share is logged as ``train/attack_success``). The authors' enhanced
+    variants, a curvature regulariser (:func:`curvature`) and margin re-weighting
+    (:func:`margin_weights`), are off by default and combine here.
 
-    Differences from the authors' code (``boundary_unlearning.py``, ``adv_generator.py``):
-
-    * their loader normalises CIFAR-10 with mean 0.5 / std 0.5, but the attack un-normalises
-      and re-normalises with other constants (std 0.2023/0.1994/0.2010 and a mean typo 0.2265
-      for 0.4465), so their step of 0.1 is 0.1 · 0.5 / 0.2 ≈ 0.25 in real pixel units and their
-      [0, 1] clamp acts in the wrong space. Here the attack runs in pixel space [0, 1] and the
-      network applies the data's own normalisation, so ``bound`` means what it says. They also
-      round ``x'`` to 1/255 steps; we do not (a change below 0.002 per pixel).
-    * their enhanced variants are exclusive switches; here ``curvature_weight > 0`` and
-      ``margin_reweight`` combine.
-
-    Enhanced variants of the authors' code (off by default):
-
-    * curvature (``curvature_weight``, authors 0.7): adds ``λ · ‖c_0 − c_w‖₂``, the L2 distance
-      over the batch between the per-sample loss curvatures (:func:`curvature`, CURE) of the
-      original and of the network being trained, at the true labels: it keeps the local loss
-      geometry of the forget samples close to the original's, so the relabelling moves the
-      boundary rather than sharpening it. Its step ``curvature_h`` is in the normalised
-      coordinates of the network's own normalisation (the authors': mean 0.5 / std 0.5). With
-      ``bn_mode="train"`` its three extra forward passes also update BatchNorm statistics, as in
-      the authors' code.
-    * margin re-weighting (``margin_reweight``): the per-sample cross-entropy is multiplied by
-      :func:`margin_weights` of the original's logits at ``x'`` (bias −0.5, slope 5).
-
-    BatchNorm (``bn_mode``): every batch holds forget samples only. ``"train"`` is the authors'
-    behaviour: BatchNorm normalises with forget-batch statistics and its running statistics are
-    re-estimated on the forget set. ``"frozen"`` (the default here) keeps the BatchNorm layers of
-    the trained network in eval mode. Why frozen by default: the paper's method is a shift of the
-    decision boundary through the weights; re-estimating running statistics on one class is a
-    side effect of batch composition that (measured on CIFAR-10, see METHODS.md) accounts for a
-    large part of both the forgetting and the damage to the remaining classes (remaining-class
-    test accuracy 70.8 % vs 76.4 % after one epoch), and it leaves the unlearned network holding
-    running means/variances estimated on the very data it should forget. Use ``"train"`` (with
-    ``bound=0.25``, their effective budget) to reproduce the authors' setting.
+    Deliberately, the attack runs in true pixel space, so ``bound`` means what it says (the
+    authors' normalisation mismatch makes their 0.1 about 0.25), and BatchNorm is frozen by
+    default; ``bn_mode="train"`` with ``bound=0.25`` reproduces the authors' setting. The docs
+    page ``docs/methods/boundary.md`` gives the variants, the differences and the measurements.
 
     Args:
         bound: FGSM step / L∞ budget ε in pixel units (paper 0.1).
@@ -341,34 +309,17 @@ class BoundaryShrink(_BatchNormModeMixin):
 class BoundaryExpanding(_BatchNormModeMixin):
     """Boundary Expanding (Chen et al., CVPR 2023, Sec. "Boundary Expanding").
 
-    The classifier head is widened from C to C+1 outputs before training (rows ``0..C−1`` copied
-    from f_0; the shadow row Xavier-normal, zero bias, from a generator seeded with ``seed``), the
-    **whole network** is fine-tuned on D_f only with every target set to the shadow class,
+    The classifier head is widened from C to C+1 outputs (the shadow row drawn from ``seed``),
+    the **whole network** is fine-tuned on D_f only with every target set to the shadow class,
 
-        ``min_w Σ_{x∈D_f} CE(f_w^{C+1}(x), C)``
+        ``min_w Σ_{x∈D_f} CE(f_w^{C+1}(x), C)``,
 
-    (SGD lr 1e-5, momentum 0.9, no weight decay, 10 epochs), and the shadow row is **pruned** at
-    the end of training, so the network has exactly C outputs and loads into the original
-    architecture. A popular public port never prunes; that is wrong (its exported network has
-    C+1 outputs, and forgotten samples are "classified" as a class that does not exist).
-
-    Lifecycle:
-
-    * widened in :meth:`setup_unlearning` (before the optimiser is built and before a checkpoint
-      is restored); pruned in ``on_train_end`` and again, idempotently, in ``on_fit_end`` (a
-      resume that has nothing left to train skips ``on_train_end``).
-    * **every** checkpoint stores the C-output head under ``state_dict`` (any checkpoint, e.g.
-      the best one of a monitored ``ModelCheckpoint``, loads into the original architecture) and
-      the shadow row under ``checkpoint["unlearn_pl"]["shadow_class"]``; a resumed fit re-widens
-      the head from it, so the resume is exact (the optimiser state already has C+1 rows).
-      ``on_load_checkpoint`` also accepts a state dict holding a widened head and prunes or keeps
-      it as the module's current shape needs.
-    * evaluation (validation during training, test) uses only the first C logits (:meth:`forward`),
-      which equals evaluating the pruned network: ``val/…`` and ``test/…`` are C-class metrics.
-    * :meth:`export_network` always writes C outputs.
-
-    BatchNorm: ``bn_mode`` as in :class:`BoundaryShrink` (default ``frozen``, for the same
-    reasons; ``train`` is the authors' behaviour).
+    and the shadow row is **pruned** at the end of training. Evaluation (:meth:`forward`) uses
+    the first C logits, and every checkpoint and :meth:`export_network` hold the C-output head
+    (the shadow row is stored apart, so a resume is exact): the result loads into the original
+    architecture. BatchNorm: ``bn_mode`` as in :class:`BoundaryShrink` (default ``frozen``;
+    ``train`` is the authors' behaviour). The docs page ``docs/methods/boundary.md`` gives the
+    head's lifecycle and the measurements.
 
     Args:
         bn_mode: ``frozen`` (default) or ``train`` (authors).

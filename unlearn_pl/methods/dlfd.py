@@ -109,61 +109,18 @@ class DLFD(UnlearningModule):
     """DLFD (Choi & Na, "Distribution-Level Feature Distancing for Machine Unlearning: Towards a
     Better Trade-off Between Model Utility and Forgetting", AAAI 2025, arXiv:2409.14747).
 
-    The paper's three components: feature distancing by optimal transport, a dynamic
-    (linearly increasing) classification loss, and the dynamic forgetting strategy.
-
     Per training step, with a retain batch ``(x_r, y_r)`` and a forget batch ``x_f``: synthesise
     a perturbation ``δ`` of the retain images by ``steps`` signed-gradient ascent steps on
-    ``ot_weight · OT(φ(x_r + δ), φ(x_f)) − w_t · CE(f(x_r + δ), y_r)`` (the paper's objective:
-    perturbed retain features far, in optimal-transport distance, from the forget features, yet
-    classifiable), then train the network with the task loss on ``x_r + δ``. ``φ`` is the logits
-    (``features="logits"``, as in the authors' code) or the penultimate embedding. The OT is
-    cosine-cost, uniform-marginal, log-domain Sinkhorn (ε = 0.01, 50 iterations) or exact.
+    ``ot_weight · OT(φ(x_r + δ), φ(x_f)) − w_t · CE(f(x_r + δ), y_r)``, then train the network
+    with the task loss on ``x_r + δ``; ``w_t`` grows linearly from ``retain_weight_start`` to
+    ``retain_weight_end`` over the run. ``φ`` is the logits or the penultimate embedding; the OT
+    is cosine-cost, uniform-marginal Sinkhorn or exact. The dynamic forgetting strategy (stop the
+    OT part once the forgetting score falls below a threshold) is
+    :class:`unlearn_pl.callbacks.DynamicForgetting`, switching :attr:`forgetting_enabled`.
 
-    **Dynamic forgetting strategy** (paper): once the forgetting score falls below a threshold,
-    the OT part stops and training continues on classification only. The switch is
-    :attr:`forgetting_enabled` / :meth:`disable_forgetting`, driven by
-    :class:`unlearn_pl.callbacks.DynamicForgetting`; it is saved in checkpoints. Best-model
-    selection as in the paper: ``ModelCheckpoint(monitor="val/nomus", mode="max")``
-    (``configs/methods/dlfd.yaml``), or the most accurate model under a forgetting threshold
-    (``save_threshold``).
-
-    Configs: ``configs/methods/dlfd.yaml`` is the paper's RAF-DB recipe;
-    ``configs/methods/dlfd_fast.yaml`` the setting that forgets on FER2013 in about a tenth of
-    retrain's time (lr 0.05 with a cosine decay, 5 perturbation steps, 200 optimizer steps, a
-    minimal probe; measured in ``benchmarks/sweeps/dlfd_fer2013``, where the paper's lr 0.006
-    forgot nothing that survived the switch).
-
-    Choices and deliberate differences from the authors' released code:
-
-    * The classification weight ``w_t`` grows linearly from ``retain_weight_start`` to
-      ``retain_weight_end`` over the **optimizer steps of the whole run**
-      (``trainer.estimated_stepping_batches``): ``w_t = start + (end − start) · t / (T − 1)``.
-      The code does the same over the batches of its single epoch.
-    * The OT term is computed on the **perturbed** retain features, so it drives ``δ``. The
-      code computes it on the clean retain logits, where it has no gradient with respect to
-      ``δ`` and the ascent only minimises the classification loss. ``authors_code=True`` makes
-      this one change and nothing else: the perturbation keeps this class's pixel-space steps,
-      ``epsilon`` bound and pixel clamp, and training stays in train mode, so it does not
-      reproduce the code's other departures below nor its published numbers.
-    * The perturbation lives in **pixel space** [0, 1] (the network normalises internally) with
-      an L∞ bound. The code takes unbounded sign steps of 2.0 (RAF-DB, normalised with mean =
-      std = 0.5) / 0.4 (MUFAC, ImageNet std ≈ 0.225) in *normalised* units, i.e. 1.0 / ≈ 0.09
-      pixel units per step, and clamps the normalised image to [0, 1], which maps every pixel
-      below the mean to the mean and every pixel above mean + std to mean + std (RAF-DB keeps
-      only pixel values in [0.5, 1]): the perturbed inputs are hardly images any more. We
-      default to 20 steps of 2/255 inside an ε = 8/255 ball, the usual
-      PGD budget for "imperceptible" L∞ perturbations: the retain samples stay recognisably
-      themselves while their feature distribution moves away from the forget set's. Set
-      ``epsilon: null`` and a larger ``step_size`` to explore larger budgets.
-    * The inner loop runs with the network in **eval mode** (restored afterwards): BatchNorm
-      running statistics are not updated by the ``steps`` extra forward passes, features do not
-      depend on batch composition, and dropout draws no global random numbers. The code keeps
-      the model in eval mode throughout (training included); here the training step itself runs
-      in train mode like every other method.
-    * The forgetting score is monitored on the datamodule's bounded validation probe
-      (``eval_max_samples``) every ``trainer.val_check_interval`` steps, not on the full retain,
-      forget and validation sets after every batch (which dominates the code's run time).
+    The perturbation lives in pixel space with an L∞ bound and the OT term is taken on the
+    perturbed features; the authors' code differs in both (``authors_code``). The docs page
+    ``docs/methods/dlfd.md`` gives the algorithm, the differences and the measurements.
 
     Args:
         features: ``logits`` (authors' code) or ``embedding`` (the penultimate features).
@@ -171,7 +128,7 @@ class DLFD(UnlearningModule):
         retain_weight_start: classification weight at the first step (RAF-DB 0.5, MUFAC 0).
         retain_weight_end: classification weight at the last step (1).
         steps: perturbation steps (RAF-DB 20, MUFAC 15).
-        step_size: L∞ step in pixel units (see above; default 2/255).
+        step_size: L∞ step in pixel units (default 2/255).
         epsilon: L∞ bound of the perturbation in pixel units; ``None`` for unbounded.
         random_init: start ``δ`` uniformly in the ε-ball (``step_size`` ball if unbounded),
             seeded from ``(seed, step, sample id)``, instead of at zero (paper).

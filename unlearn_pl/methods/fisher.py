@@ -117,41 +117,25 @@ def fisher_noise_std(fisher: Tensor, *, alpha: float, noise: Literal["paper", "c
 
 
 class FisherForgetting(UnlearningModule):
-    """Fisher forgetting: perturb the weights with Gaussian noise shaped by the inverse diagonal
-    Fisher information of the retain set, so directions D_r does not constrain are scrambled.
+    """Fisher forgetting (Golatkar, Achille & Soatto, "Eternal Sunshine of the Spotless Net:
+    Selective Forgetting in Deep Networks", CVPR 2020): perturb the weights with Gaussian noise
+    shaped by the inverse diagonal Fisher information of the retain set, so directions D_r does
+    not constrain are scrambled.
 
-    Golatkar, Achille & Soatto, "Eternal Sunshine of the Spotless Net: Selective Forgetting in
-    Deep Networks" (CVPR 2020). The optimal quadratic scrubbing function
-    ``S(w) = w − B⁻¹∇L_{D_r}(w) + (λσ_h²)^{1/4} B^{-1/4} n``, with the Hessian B of L_{D_r}
-    replaced by the Fisher F of D_r and the Newton step dropped (the trained network is near a
-    minimum), is their **Fisher forgetting**::
+    The paper's scrubbing function with the Hessian replaced by the Fisher F of D_r and the
+    Newton step dropped::
 
         S(w) = w + (λσ_h²)^{1/4} F^{-1/4} n,   n ~ N(0, I),   F = diag Fisher of D_r
 
-    implemented as ``θ ← θ + α·min(1/(F + 1e-8), max_inverse)^{1/4}·n`` (``noise: paper``).
+    implemented as ``θ ← θ + α·min(1/(F + 1e-8), max_inverse)^{1/4}·n`` (``noise: paper``), with
+    the true (not empirical) Fisher in eval mode. Class-wise requests also zero the
+    classifier's rows of the forgotten classes. The perturbation is applied once, in the first
+    training step, and kept in the checkpoint; there is no gradient training.
 
-    ``noise: code`` reproduces the authors' released notebook instead: ``θ ← θ + sqrt(α·min(1/(F +
-    1e-8), 1e3))·n`` (variance ∝ F⁻¹, i.e. std ∝ F^{-1/2}, not F^{-1/4}), the variance averaged
-    over each output unit's inputs, clamped at 1e2 for the classifier, ×10 for the classifier and
-    1-D parameters, α = 1e-6.
-
-    Class-wise requests (``forget_classes``): the classifier's rows of the forgotten classes
-    (weight and bias) are set to zero, as the authors' code does; with ``noise: code`` they also
-    get its N(0, 1e-3) noise. The classifier is found **by identity**
-    (``network.classifier``); the public code takes every parameter whose first dimension equals
-    the number of classes, which also zeroes channels of any convolution or BatchNorm that
-    happens to have that width.
-
-    F is ``E_x Σ_y p(y|x) (∇_θ log p(y|x))²`` over D_r (the true Fisher, not the empirical one),
-    in eval mode, on un-augmented images: one backward per sample per class. ``fisher_samples``
-    estimates it on a seeded subset of D_r and ``fisher_classes: sampled`` draws one class per
-    sample from p(y|x); the time is logged as ``train/fisher_seconds``. With DDP each rank takes
-    a share of the batches and the sums are all-reduced; the noise comes from a CPU generator
-    seeded by ``seed``, so every rank applies the same perturbation.
-
-    There is no gradient training: the perturbation is applied once, in the first training step,
-    and recorded in the checkpoint, so further epochs and resumed runs leave it as it is. The
-    training loop iterates over the forget split (usually the shortest) only to drive that step.
+    ``noise: code`` reproduces the authors' released notebook (std ∝ F^{-1/2}, α = 1e-6); the
+    classifier is ``network.classifier``, not every parameter with C rows as in their code. The
+    docs page ``docs/methods/fisher.md`` gives the estimate, the differences and the
+    measurements.
 
     Args:
         alpha: noise scale α; ``None`` = 5e-3 for ``paper`` (tuned on the embedded digits) and

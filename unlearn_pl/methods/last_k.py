@@ -12,20 +12,17 @@ from unlearn_pl.methods.base import Batch, UnlearningModule
 
 
 class CFk(UnlearningModule):
-    """CF-k ("catastrophic forgetting of the last k"): freeze all but the **last k blocks** of the
-    network and fine-tune those on the retain set.
+    """CF-k ("catastrophic forgetting of the last k"; Goel, Prabhu, Sanyal, Lim, Torr &
+    Kumaraguru, "Towards Adversarial Evaluations for Inexact Machine Unlearning", 2022,
+    arXiv:2201.06640; also a baseline of SCRUB, NeurIPS 2023): freeze all but the **last k
+    blocks** of the network and fine-tune those on the retain set,
+    ``min_{θ_k} L(D_r; θ_frozen, θ_k)``.
 
-    Goel, Prabhu, Sanyal, Lim, Torr & Kumaraguru, "Towards Adversarial Evaluation of Machine
-    Unlearning" (2022; also the CF-k baseline of SCRUB, NeurIPS 2023).
-
-    **What k counts.** Public code counts "layers" in different ways (parameter tensors, modules,
-    residual stages). Here k counts the entries of ``network.blocks()`` — the architecture's
-    blocks in forward order, the final classifier last — so the trained part is
-    ``network.blocks()[-k:]``: ``k = 1`` is the classifier only; for ``resnet18`` (blocks: stem,
-    layer1..layer4, fc) ``k = 2`` is ``layer4`` + ``fc`` and ``k = 6`` is the whole network.
-
-    Frozen blocks are ``requires_grad_(False)`` (out of the optimiser) and every BatchNorm outside
-    the trained blocks stays in eval mode, so the frozen part is bit-identical after training.
+    k counts the entries of ``network.blocks()`` (forward order, classifier last), so the trained
+    part is ``network.blocks()[-k:]``: ``k = 1`` is the classifier only; for ``resnet18`` ``k = 2``
+    is ``layer4`` + ``fc``. Public code counts "layers" in different ways; translate theirs into
+    blocks. Frozen blocks, their BatchNorm statistics included, stay bit-identical. The docs page
+    ``docs/methods/last_k.md`` gives the details and the measurements.
 
     Args:
         k: number of last blocks to train, ``1 ≤ k ≤ len(network.blocks())``.
@@ -82,19 +79,13 @@ class CFk(UnlearningModule):
 
 
 class EUk(CFk):
-    """EU-k ("exact unlearning of the last k"): re-initialise the **last k blocks** with the
-    network's own initialiser, then train them on the retain set with the rest frozen.
-
-    Goel et al., "Towards Adversarial Evaluation of Machine Unlearning" (2022): retraining the
-    last k blocks from scratch on D_r is exact unlearning for those blocks (the frozen part still
-    holds what it learnt from D_f). k is defined as in :class:`CFk`: ``network.blocks()[-k:]``.
-
-    The re-initialisation uses ``network.reinitialize`` (the architecture's own initialiser, e.g.
-    torchvision's Kaiming-normal convolutions, BatchNorm weight 1 / bias 0 with reset running
-    statistics) under ``torch.random.fork_rng`` seeded from ``seed``: every rank and every resume
-    draws the same weights and the global RNG is left untouched. It happens in
-    ``setup_unlearning``, after the original is loaded and before a checkpoint restore.
-    Retraining from scratch needs a training learning rate and schedule (the defaults).
+    """EU-k ("exact unlearning of the last k", Goel et al. 2022, as :class:`CFk`): re-initialise
+    the **last k blocks** with the network's own initialiser (``network.reinitialize``, seeded
+    by ``seed``), then train them on the retain set with the rest frozen. Retraining them from
+    scratch on D_r is exact unlearning for those blocks; the frozen part still holds what it
+    learnt from D_f. k is defined as in :class:`CFk`; the defaults are a from-scratch learning
+    rate with the one-cycle schedule. The docs page ``docs/methods/last_k.md`` gives the details
+    and the measurements.
 
     Args:
         k: number of last blocks to re-initialise and train.

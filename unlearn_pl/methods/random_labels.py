@@ -37,36 +37,20 @@ def random_other_labels(targets: Tensor, ids: Tensor, num_classes: int, seed: in
 
 
 class RandomLabels(UnlearningModule):
-    """Random labels: train on the retain set mixed with the forget set whose labels are replaced
-    by random **wrong** classes, redrawn every epoch.
+    """Random labels: the "Random Labels" baseline of Golatkar, Achille & Soatto, "Eternal
+    Sunshine of the Spotless Net: Selective Forgetting in Deep Networks" (CVPR 2020), also used
+    by Graves et al. (AAAI 2021) and SalUn (Fan et al., ICLR 2024).
 
-    The "Random Labels" baseline of Golatkar, Achille & Soatto, "Eternal Sunshine of the Spotless
-    Net: Selective Forgetting in Deep Networks" (CVPR 2020), also used by Graves et al. (AAAI
-    2021) and SalUn (Fan et al., ICLR 2024). Each step minimises the cross-entropy of a batch of
-    retain samples with their true labels and forget samples with labels ỹ ~ U({1..C}∖{y}):
-    ``L = CE(f(x), y)`` over the batch, with ``ỹ`` replacing ``y`` on forget samples.
+    Train on the retain set mixed with the forget set whose labels are replaced by random
+    **wrong** classes, redrawn every epoch: ``L = CE(f(x), ỹ)`` over the batch, with ``ỹ = y``
+    on retain samples and ``ỹ ~ U({0..C−1}∖{y})`` on forget samples
+    (:func:`random_other_labels`). ``mix="union"`` makes an epoch one shuffled pass over
+    D_r ∪ D_f; ``mix="paired"`` pairs each retain batch with a forget batch, cycling D_f.
 
-    How forget and retain samples are mixed (``mix``):
-
-    * ``union`` (default, as the public code of SalUn and of the Bad Teaching / SSD ports): one
-      epoch is one pass over the training set D = D_r ∪ D_f shuffled together, so every sample
-      is seen once per epoch and forget samples make up |D_f|/|D| of the epoch (and, on
-      average, of every batch of ``batch_size``).
-    * ``paired``: each step holds a retain batch of ``batch_size`` and a forget batch of the
-      datamodule's ``forget_batch_size`` (default ``batch_size``); one epoch is one pass over
-      D_r with the forget set cycled, so forget samples are
-      ``forget_batch_size / (batch_size + forget_batch_size)`` of every step (one half by
-      default) and D_f is replayed about ``|D_r|·forget_batch_size / (batch_size·|D_f|)`` times
-      per epoch (about 9 times for one class of CIFAR-10).
-
-    Deliberate differences from public code:
-
-    * the random label is never the true label (public implementations often draw uniformly
-      over all C classes, so 1/C of the "random" labels confirm what should be forgotten);
-    * labels come from a generator seeded by ``(seed, epoch, sample id)`` instead of the global
-      RNG, so a resumed or distributed run draws the same labels.
-
-    Multiclass tasks only.
+    Unlike public code, the random label is never the true label and is seeded by
+    ``(seed, epoch, sample id)``, so resumed and distributed runs draw the same labels.
+    Multiclass tasks only. The docs page ``docs/methods/random_labels.md`` gives the mixing,
+    the differences and the measurements.
 
     Args:
         lr: learning rate (a fine-tuning rate).
@@ -131,20 +115,15 @@ class RandomLabels(UnlearningModule):
 
 
 class Amnesiac(RandomLabels):
-    """Amnesiac unlearning, **relabelling form**: every forget sample is relabelled once with a
-    fixed random wrong class, then the network is trained on the relabelled forget set mixed
-    with the retain set.
+    """Amnesiac unlearning, **relabelling form** (Graves, Nagisetty & Ganesh, "Amnesiac Machine
+    Learning", AAAI 2021, §"Unlearning"): every forget sample is relabelled once with a fixed
+    random wrong class ``ỹ_i ~ U({0..C−1}∖{y_i})``, seeded by ``(seed, i)``, then the network is
+    trained on the relabelled forget set mixed with the retain set, as in :class:`RandomLabels`.
 
-    Graves, Nagisetty & Ganesh, "Amnesiac Machine Learning" (AAAI 2021), §"Unlearning" by
-    relabelling; public ports (Chundawat et al.'s Bad Teaching and SSD code) train 3 epochs at
-    lr 1e-4 on the shuffled union D_r ∪ relabelled D_f (``mix="union"``, the default). The
-    paper's *other* method, also called "amnesiac unlearning", which subtracts the parameter
-    updates stored for the batches that held sensitive data, is a different method and is not
-    this class.
-
-    The label of sample ``i`` is ỹ_i ~ U({1..C}∖{y_i}) from a generator seeded by ``(seed, i)``:
-    the same in every epoch, on every rank, after a resume. Differences from public code and the
-    mixing of retain and forget batches are as in :class:`RandomLabels`. Multiclass only.
+    The paper's other "amnesiac unlearning", which subtracts stored parameter updates, is not
+    this class. Public ports (Bad Teaching / SSD code) train 3 epochs at lr 1e-4 with
+    ``mix="union"``. The docs page ``docs/methods/amnesiac.md`` gives the differences and the
+    measurements. Multiclass only.
 
     Args:
         lr: learning rate.

@@ -29,42 +29,23 @@ def scrub_phase(epoch: int, msteps: int) -> tuple[int, Phase]:
 
 
 class SCRUB(UnlearningModule):
-    """SCRUB (Kurmanji et al. 2023): a student initialised from the original network f_0 moves
-    away from the frozen teacher f_0 on the forget set and stays close to it on the retain set.
+    """SCRUB (Kurmanji, Triantafillou, Hayes & Triantafillou, "Towards Unbounded Machine
+    Unlearning", NeurIPS 2023): a student initialised from the original network f_0 moves away
+    from the frozen teacher f_0 on the forget set and stays close to it on the retain set.
 
-    The paper's objective, with ``d(x) = KL(f_0(x)/T ‖ f(x)/T)``, is
-    ``min_f  α·mean_{D_r} d + γ·mean_{D_r} CE(f(x), y) − mean_{D_f} d``, optimised by alternating
-    passes. Per SCRUB epoch ``e``:
+    With ``d(x) = KL(f_0(x)/T ‖ f(x)/T)``, the objective
+    ``min_f  α·mean_{D_r} d + γ·mean_{D_r} CE(f(x), y) − mean_{D_f} d`` is optimised by
+    alternating passes. Per SCRUB epoch ``e``: a **max pass** over D_f minimising ``−T²·d``
+    (only while ``e < msteps``), then a **min pass** over D_r minimising ``γ·CE + α·T²·d``.
+    Each pass is one Lightning epoch (:func:`scrub_phase`): the paper's 3 SCRUB epochs with
+    ``msteps = 2`` are ``trainer.max_epochs: 5``. The learning rate drops by ``lr_decay_rate``
+    at each of ``lr_decay_epochs``; multilabel tasks use per-label Bernoulli KLs
+    (:func:`~unlearn_pl.losses.distillation_kl`).
 
-    * **max pass** (only while ``e < msteps``; ``msteps`` counts epochs): one pass over D_f
-      minimising ``−T²·KL(f_0(x)/T ‖ f(x)/T)``, i.e. maximising the divergence;
-    * **min pass**: one pass over D_r minimising ``γ·CE(f(x), y) + α·T²·KL(f_0(x)/T ‖ f(x)/T)``
-      (the ``T²`` factor of Hinton et al.'s distillation, as the paper code's ``DistillKL``).
-
-    **Mapping onto Lightning.** Each pass is one Lightning epoch (see :func:`scrub_phase`): with
-    the paper's 3 SCRUB epochs and ``msteps = 2`` the run is max, min, max, min, min, so
-    ``trainer.max_epochs: 5``. The batches hold both splits (``train_splits = ("retain",
-    "forget")``); an epoch is as long as the longer of the two loaders and a max epoch steps on
-    the forget part of its first ``len(forget loader)`` batches, a min epoch on the retain part of
-    its first ``len(retain loader)`` batches (the shorter loader is cycled, so either is a full
-    pass), and the remaining batches are skipped without an update. The pass is derived from
-    ``current_epoch`` and ``batch_idx`` only, so a resumed run does exactly what an uninterrupted
-    one does, and every DDP rank skips the same batches. Manual optimisation (one optimiser step
-    per stepped batch, through Lightning's ``manual_backward`` and optimiser wrapper, so precision
-    and DDP stay Lightning's) keeps skipped batches from counting as steps.
-
-    The learning rate is ``lr·lr_decay_rate^k`` with ``k`` the number of milestones in
-    ``lr_decay_epochs`` below the 1-based SCRUB epoch (the paper code's ``adjust_learning_rate``).
-
-    Multilabel tasks: the KL terms are per-label Bernoulli KLs of sigmoid outputs and the CE is
-    the task's BCE (see :func:`distillation_kl`).
-
-    Deliberate differences from the public code (``meghdadk/SCRUB``): its ``scrub.py`` runs the max
-    pass while ``epoch <= msteps`` with 0-based epochs (``msteps + 1`` max passes; the notebooks,
-    1-based, do ``msteps``) and builds the optimiser on a different copy of the network than the
-    student it trains; here ``msteps`` counts max passes exactly and the optimiser trains the
-    student. The unused extras of the notebooks (``beta`` feature distillation, SWA smoothing from
-    epoch ``sstart = 10``) are left out.
+    Unlike the public code's ``scrub.py`` (``meghdadk/SCRUB``), which runs ``msteps + 1`` max
+    passes, ``msteps`` counts max passes exactly: pass ``msteps + 1`` to reproduce it. The docs
+    page ``docs/methods/scrub.md`` gives the mapping onto Lightning, the differences and the
+    measurements.
 
     Args:
         alpha: weight α of the retain KL term (paper code: 0.001).
@@ -72,6 +53,7 @@ class SCRUB(UnlearningModule):
         msteps: number of SCRUB epochs with a max pass (paper code: 2).
         temperature: distillation temperature T (paper code: 4).
         lr: learning rate (paper code: 5e-4, SGD, momentum 0.9, weight decay 5e-4).
+        optimizer: optimiser (paper code: ``sgd``).
         lr_decay_epochs: 1-based SCRUB epochs after which the rate is multiplied by
             ``lr_decay_rate``; ``None`` uses the paper code's ``[3, 5, 9]``, ``[]`` none.
         lr_decay_rate: the decay factor (paper code: 0.1).

@@ -73,43 +73,23 @@ def error_maximizing_noise(network: Classifier, targets: Tensor, init: Tensor,
 
 
 class UNSIR(UnlearningModule):
-    """UNSIR (Tarun et al. 2023): error-maximising noise for the forget set, then one "impair"
-    epoch on the noise mixed with retain data and one "repair" epoch on retain data.
+    """UNSIR (Tarun et al., "Fast Yet Effective Machine Unlearning", IEEE TNNLS 2023,
+    arXiv:2111.08947): error-maximising noise for the forget set, then one "impair" epoch on the
+    noise mixed with retain data and one "repair" epoch on retain data.
 
-    1. **Noise** (before epoch 0): ``noise_per_class`` noise images per forgotten class, each
-       labelled with **its** class, for class-wise requests (``forget_classes``); one noise image
-       per forget sample, labelled with that sample's target, for every other request (sample-,
-       id- or group-wise, and multilabel tasks). See :func:`error_maximizing_noise`. Initial
-       draws are seeded by (``seed``, class or sample id); the noise is broadcast from rank 0 and
-       saved in the checkpoint, so a resumed run never relearns it.
-    2. **Impair** (Lightning epoch 0, learning rate ``lr``): each retain batch of size B gets
-       ``round(noise_ratio·B)`` noise samples appended (drawn by cycling a seeded permutation of
-       all noise samples, offset by batch and rank), loss = the task loss on the mixed batch.
-    3. **Repair** (every later epoch, learning rate ``repair_lr``): the task loss on retain
-       batches, with a **fresh optimiser**: its state (Adam moments, SGD momentum) is cleared
-       at the start of the first repair epoch, as the reference builds a new optimiser for the
-       repair step. Later repair epochs continue that state.
+    1. **Noise** (before epoch 0, :func:`error_maximizing_noise`): ``noise_per_class`` images per
+       forgotten class for class-wise requests, one per forget sample otherwise, each labelled
+       with its class or sample's target; seeded, and saved in the checkpoint.
+    2. **Impair** (Lightning epoch 0, ``lr``): each retain batch of size B gets
+       ``round(noise_ratio·B)`` noise samples appended; the task loss on the mixed batch.
+    3. **Repair** (later epochs, ``repair_lr``): the task loss on retain batches, with a fresh
+       optimiser state, as the reference builds a new optimiser.
 
-    Each epoch trains on the first ``ceil(retain_subset · batches)`` batches of the (seeded,
-    per-epoch shuffled) retain loader, so a fresh random ``retain_subset`` share of D_r each
-    epoch; the remaining batches are skipped without an update (manual optimisation, so skipping
-    is the same on every DDP rank and a skipped batch is not an optimiser step).
-
-    The impair step corrupts BatchNorm running statistics with the noise's activations; the
-    repair step undoes that only if it has enough steps (momentum 0.1: a few tens). The
-    reference's 20 % of CIFAR-10 is 32 repair steps of 256; on a small data set keep
-    ``retain_subset`` high enough (on the 1,437 training digits, 0.2 is 5 steps and leaves the
-    network broken, 1.0 repairs it).
-
-    Deliberate differences from the reference notebook (``vikram2000b/Fast-Machine-Unlearning``):
-    its impair data label every noise image with class 0 (``class_num = 0``), whatever class it
-    was learned for; here each noise sample keeps its own label. Ports that put only 3 noise
-    images in each 256-sample batch make the noise share negligible; the reference's share is
-    5,120 noise copies per forgotten class against 1,000 retain images per remaining class
-    (``noise_ratio`` ≈ 0.57 for one CIFAR-10 class): the default 0.5 keeps that share. The
-    reference learns 256 distinct noise images per class (its batch size), here
-    ``noise_per_class`` (default 1: one noise image per class). It reuses one retain
-    subset (the first 1,000 images of each class) in both steps; here each epoch draws its own.
+    Each epoch trains on a fresh random ``retain_subset`` share of the retain batches. Unlike
+    the reference notebook (``vikram2000b/Fast-Machine-Unlearning``), which labels all noise as
+    class 0, each noise sample keeps its own label; ``noise_per_class=256`` learns as many noise
+    images as the reference. The docs page ``docs/methods/unsir.md`` gives the algorithm, the
+    differences and the measurements (on small data sets, raise ``retain_subset``).
 
     Args:
         lr: impair learning rate (reference: Adam, 0.02).

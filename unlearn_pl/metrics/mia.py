@@ -14,7 +14,7 @@ Two deliberate differences from the authors' code, both documented where they ap
 
 * members and non-members are balanced before the attack (the DLFD code does not, so its attack
   collapses to the majority class and reports that class's share, a floor, not a measurement);
-* the forgetting score is on the paper's scale, ``2 * |MIA - 0.5|``; the code prints half of it.
+* the forgetting score is on the papers' scale, twice the code's (see :func:`forgetting_score`).
 """
 
 from __future__ import annotations
@@ -405,11 +405,14 @@ def membership_inference_attack(
 
 
 def forgetting_score(mia_accuracy: Tensor | float) -> Tensor:
-    """Forgetting score of the MUFAC benchmark / DLFD on the paper's scale, ``2 * |MIA - 0.5|``.
+    """Forgetting score of the MUFAC benchmark / DLFD, ``FS = 2 * |MIA - 0.5|``.
 
     0 means the attacker cannot tell forget-set samples from unseen ones, 1 that it always can.
-    The DLFD and MUFAC code print ``|MIA - 0.5|`` (half of this) and their thresholds (e.g.
-    DLFD's switch threshold 0.15 on MUFAC) are on that half scale: double them to use here.
+    This is the **paper scale** (the DLFD and MUFAC papers'), and every forgetting score in
+    unlearn_pl (logged metrics, reports, thresholds, tables) is on it. The DLFD and MUFAC *code*
+    prints and thresholds ``|MIA - 0.5|``, half of this, so double thresholds taken from that
+    code: DLFD's switch threshold 0.15 on MUFAC is 0.30 here (the default of
+    :class:`~unlearn_pl.callbacks.DynamicForgetting`), its 0.23 on RAF-DB is 0.46.
 
     Args:
         mia_accuracy: MIA accuracy in ``[0, 1]``.
@@ -423,13 +426,13 @@ def forgetting_score(mia_accuracy: Tensor | float) -> Tensor:
 def nomus(accuracy: Tensor | float, forgetting_score: Tensor | float) -> Tensor:
     """NoMUS (normalised machine unlearning score) of the MUFAC benchmark.
 
-    ``0.5 * (accuracy + (1 - FS))`` with test accuracy and the paper-scale forgetting score. NoMUS
+    ``0.5 * (accuracy + (1 - FS))`` with test accuracy and the forgetting score FS. NoMUS
     alone rewards a forgetting score below retrain's (retrain's own FS is not 0), so always
     report retrain's accuracy, FS and NoMUS beside it.
 
     Args:
         accuracy: Test (unseen) accuracy in ``[0, 1]``.
-        forgetting_score: Forgetting score on the paper scale (see :func:`forgetting_score`).
+        forgetting_score: Forgetting score (paper scale, see :func:`forgetting_score`).
 
     Returns:
         NoMUS in ``[0, 1]``, a tensor.
@@ -584,18 +587,17 @@ class MembershipInferenceAttack(_AttackStates):
         """Attack all accumulated samples.
 
         Returns:
-            ``"accuracy"`` and ``"auc"`` of :func:`membership_inference_attack` and the
-            paper-scale ``"forgetting_score"``.
+            ``"accuracy"`` and ``"auc"`` of :func:`membership_inference_attack` and
+            ``"forgetting_score"`` (:func:`forgetting_score`).
         """
         return self._attack()
 
 
 class ForgettingScore(MembershipInferenceAttack):
-    """Forgetting score ``2 * |MIA - 0.5|`` (paper scale) as a loggable scalar metric.
+    """Forgetting score (:func:`forgetting_score`, paper scale) as a loggable scalar metric.
 
     Same inputs as :class:`MembershipInferenceAttack`. Lower means the forget set looks more like
-    unseen data; retrain's own score is the reference, not 0. The DLFD / MUFAC code prints half of
-    this value.
+    unseen data; retrain's own score is the reference, not 0.
     """
 
     higher_is_better: bool | None = False

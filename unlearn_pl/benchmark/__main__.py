@@ -1,0 +1,5 @@
+"""``python -m unlearn_pl.benchmark``: the same as ``unlearn-pl-compare``."""
+
+from unlearn_pl.benchmark.cli import main
+
+main()
