@@ -1,24 +1,16 @@
 """Datasets, forget requests and splits."""
 
+from unlearn_pl.data.celeba import CelebADataModule, MUCACDataModule
+from unlearn_pl.data.cifar import CIFAR10DataModule, CIFAR100DataModule, MNISTDataModule
 from unlearn_pl.data.core import ImageData, ImageTensorDataset
-from unlearn_pl.data.datamodule import UnlearningDataModule, resolve_forget_set
-from unlearn_pl.data.datasets import (
-    CIFAR10DataModule,
-    CIFAR100DataModule,
-    DigitsDataModule,
-    FER2013DataModule,
-    ImageFolderDataModule,
-    MNISTDataModule,
-    OlivettiDataModule,
-    SyntheticDataModule,
-)
-from unlearn_pl.data.faces import (
-    CelebADataModule,
-    MUCACDataModule,
-    MUFACDataModule,
-    RAFDBDataModule,
-    UTKFaceDataModule,
-)
+from unlearn_pl.data.datamodule import UnlearningDataModule
+from unlearn_pl.data.digits import DigitsDataModule, load_digits_data
+from unlearn_pl.data.fer2013 import FER2013DataModule
+from unlearn_pl.data.image_folder import ImageFolderDataModule
+from unlearn_pl.data.images import decode_image, read_image_folders
+from unlearn_pl.data.mufac import MUFACDataModule
+from unlearn_pl.data.olivetti import OlivettiDataModule, load_olivetti_data
+from unlearn_pl.data.rafdb import RAFDBDataModule
 from unlearn_pl.data.requests import (
     ForgetClasses,
     ForgetCount,
@@ -28,14 +20,10 @@ from unlearn_pl.data.requests import (
     ForgetIds,
     ForgetRequest,
     read_id_file,
+    resolve_forget_set,
 )
-from unlearn_pl.data.sources import (
-    decode_image,
-    load_digits_data,
-    load_olivetti_data,
-    make_synthetic_data,
-    read_image_folders,
-)
+from unlearn_pl.data.synthetic import SyntheticDataModule, make_synthetic_data
+from unlearn_pl.data.utkface import UTKFaceDataModule
 
 __all__ = [
     "CelebADataModule",

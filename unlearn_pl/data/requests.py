@@ -20,7 +20,7 @@ import importlib
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -363,3 +363,47 @@ def read_id_file(path: str | os.PathLike[str]) -> list[int]:
     if not ids:
         raise ValueError(f"forget_ids file {path} holds no sample id; {fix}")
     return ids
+
+
+def resolve_forget_set(targets: Tensor, pool: Tensor, *, task: Task = "multiclass",
+                       num_classes: int, groups: Tensor | None = None,
+                       forget_classes: Sequence[int] | None = None,
+                       forget_fraction: float | None = None, forget_count: int | None = None,
+                       forget_ids: Sequence[int] | None = None,
+                       forget_groups: Sequence[int] | None = None,
+                       forget_first: int | None = None, seed: int = 0) -> Tensor:
+    """Turn a plain forget request into the sorted ids of the training samples to forget
+    (:meth:`ForgetRequest.select <unlearn_pl.data.requests.ForgetRequest.select>` of its typed
+    request; ``forget_ids`` here are the ids themselves, not a file).
+
+    Args:
+        targets: targets of the whole training set.
+        pool: ids of the training samples the network is trained on.
+        task: multiclass or multilabel (class-wise requests need classes).
+        num_classes: number of classes.
+        groups: group/identity id per training sample, for ``forget_groups``.
+        forget_classes: the request's classes; or one of the next five.
+        forget_fraction: a seeded random share.
+        forget_count: a seeded random number.
+        forget_ids: training sample ids.
+        forget_groups: group ids.
+        forget_first: the first N in the dataset's order.
+        seed: seed of the random sample-wise draw.
+
+    Raises:
+        ValueError: not exactly one request, or one that names classes, groups or ids that do
+            not exist, or selects no sample, or every training sample.
+    """
+    given = {k: v for k, v in (("forget_classes", forget_classes),
+                               ("forget_fraction", forget_fraction),
+                               ("forget_count", forget_count), ("forget_groups", forget_groups),
+                               ("forget_first", forget_first)) if v is not None}
+    if forget_ids is not None:
+        given["forget_ids"] = forget_ids
+    if len(given) != 1:
+        raise ValueError(f"give exactly one forget request, got {sorted(given) or 'none'}")
+    ((key, value),) = given.items()
+    request = (ForgetIds.of(list(value)) if key == "forget_ids"
+               else request_from_flat(key, value))
+    return request.select(targets, pool, task=task, num_classes=num_classes, groups=groups,
+                          seed=seed)

@@ -20,7 +20,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from unlearn_pl.metrics.mia import _binary_auc, _cat_state, _once_per_key
+from unlearn_pl.metrics.attack import _binary_auc
+from unlearn_pl.metrics.samples import _cat_state, _once_per_key
 
 __all__ = [
     "LiRA",

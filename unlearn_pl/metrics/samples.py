@@ -2,15 +2,37 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
-
-from unlearn_pl.metrics.mia import _cat_state, _once_per_key
+from torchmetrics.utilities import dim_zero_cat
 
 __all__ = ["PerSampleValues"]
+
+
+def _cat_state(state: list[Tensor] | Tensor) -> Tensor:
+    if isinstance(state, list) and not state:
+        return torch.empty(0)
+    return dim_zero_cat(state)
+
+
+def _once_per_key(keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+    """Each distinct key (a row of ``keys``, ``(N,)`` or ``(N, k)``) once, in sorted order, with
+    the smallest of its values (per column of ``values``, ``(N,)`` or ``(N, C)``).
+
+    A DDP sampler pads the last batch with repeats, which would otherwise count twice and make the
+    DDP value differ from the single-process one. Repeats evaluated on another rank may differ in
+    the last bits (another batch composition); the minimum, unlike "first", does not depend on
+    the order the ranks are gathered in.
+    """
+    unique, inverse = torch.unique(keys, dim=0, return_inverse=True)
+    index = inverse.view(-1, *([1] * (values.ndim - 1))).expand_as(values)
+    kept = values.new_full((unique.shape[0], *values.shape[1:]), math.inf).scatter_reduce(
+        0, index, values, reduce="amin")
+    return unique, kept
 
 
 class PerSampleValues(Metric):
