@@ -81,7 +81,7 @@ def _parse_shard(shard: str | Sequence[int]) -> tuple[int, int]:
 
 
 def _run_shard(ctx: _Context, units: Sequence[_Unit],
-               method_configs: Mapping[str, Path]) -> list[dict[str, Any]]:
+               method_configs: Mapping[str, tuple[Path, ...]]) -> list[dict[str, Any]]:
     """Do this shard's share of ``units`` (its reference units first, as they are ordered), each
     trained or reused through the cache; a method run whose seed's original is not this
     shard's unit waits for the shard training it (its claim) or trains it if nobody is."""

@@ -76,11 +76,13 @@ def _logger_args(trainer_config: Path, run_dir: Path) -> list[str]:
     return args
 
 
-def _run_args(ctx: _Context, method_config: Path, seed: int, run_dir: Path,
+def _run_args(ctx: _Context, method_configs: Path | tuple[Path, ...], seed: int, run_dir: Path,
               name: str, original: Path | None, method_seed: int | None = None) -> list[str]:
     own = seed if method_seed is None else method_seed
+    configs = (method_configs,) if isinstance(method_configs, Path) else method_configs
     args = ["--config", str(ctx.trainer_config), "--config", str(ctx.data_config),
-            "--config", str(method_config), "--seed_everything", str(own),
+            *[a for config in configs for a in ("--config", str(config))],
+            "--seed_everything", str(own),
             "--data.init_args.seed", str(seed), "--model.init_args.seed", str(own),
             *(["--data.init_args.shuffle_seed", str(own)] if own != seed else []),
             "--trainer.num_sanity_val_steps", "0",
@@ -366,7 +368,7 @@ def _wait_for_claim(ctx: _Context, path: Path, label: str) -> None:
         time.sleep(_CLAIM_POLL_S)
 
 
-def _method(ctx: _Context, name: str, config_path: Path, seed: int, original: Path,
+def _method(ctx: _Context, name: str, config_path: tuple[Path, ...], seed: int, original: Path,
             method_seed: int) -> dict[str, Any]:
     """One method run. Its ``record.json`` keeps the run's fingerprint
     (:func:`_method_fingerprint`); with ``reuse_runs`` a record with the same fingerprint is

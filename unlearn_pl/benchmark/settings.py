@@ -105,33 +105,46 @@ def _resolve_setting(setting: str, configs_dir: Path) -> tuple[str, Path]:
     return setting, path
 
 
-def _resolve_methods(methods: Sequence[str], configs_dir: Path) -> dict[str, Path]:
+def _resolve_method(name: str, known: Sequence[str], configs_dir: Path) -> Path | None:
+    if _is_yaml_path(name):
+        return Path(name).resolve()
+    return configs_dir / "methods" / f"{name}.yaml" if name in known else None
+
+
+def _resolve_methods(methods: Sequence[str], configs_dir: Path) -> dict[str, tuple[Path, ...]]:
+    """``{name: config files}`` of the methods asked for: a shipped config's name, a config's
+    path, ``all``, or ``BASE+OVERRIDE.yaml[+...]``, configs composed in order (a sweep's small
+    override files on a shipped config; the name is the last part's)."""
     known = available_method_configs(configs_dir)
     names: list[str] = []
     for method in methods:
         names.extend(known if method == "all" else [method])
-    resolved: dict[str, Path] = {}
+    resolved: dict[str, tuple[Path, ...]] = {}
     unknown = []
     for name in names:
         if name in REFERENCES:
             raise CompareInputError(f"{name!r} is not an unlearning method: the original and "
                                     "retrain references are always run; choose among "
                                     + ", ".join(known))
-        if _is_yaml_path(name):
-            resolved.setdefault(Path(name).stem, Path(name).resolve())
-        elif name in known:
-            resolved.setdefault(name, configs_dir / "methods" / f"{name}.yaml")
-        else:
+        parts = [_resolve_method(part, known, configs_dir) for part in name.split("+")]
+        if any(part is None for part in parts):
             unknown.append(name)
+            continue
+        resolved.setdefault(Path(name.split("+")[-1]).stem,
+                            tuple(part for part in parts if part is not None))
     if unknown:
-        raise CompareInputError(f"unknown method(s) {unknown}: choose among {known}, 'all', or "
-                                "give the path of a method config YAML file")
-    for path in resolved.values():
-        config = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(config.get("model"), dict) or "class_path" not in config["model"]:
-            raise CompareInputError(f"method config {path} has no model.class_path: a method "
-                                    "config names its UnlearningModule class (see "
-                                    "configs/methods/finetune.yaml)")
+        raise CompareInputError(f"unknown method(s) {unknown}: choose among {known}, 'all', "
+                                "the path of a method config YAML file, or BASE+OVERRIDE.yaml")
+    for paths in resolved.values():
+        class_path = None
+        for path in paths:
+            model = (yaml.safe_load(path.read_text()) or {}).get("model")
+            class_path = model.get("class_path", class_path) if isinstance(model, dict) else \
+                class_path
+        if class_path is None:
+            raise CompareInputError(f"method config {' + '.join(map(str, paths))} has no "
+                                    "model.class_path: a method config names its "
+                                    "UnlearningModule class (see configs/methods/finetune.yaml)")
     return resolved
 
 
