@@ -4,4 +4,4 @@ from unlearn_pl._compat import ensure_torchvision_importable
 
 ensure_torchvision_importable()  # before lightning/torchmetrics import torchvision
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
