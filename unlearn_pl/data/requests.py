@@ -297,7 +297,7 @@ class ForgetIds(ForgetRequest):
         return mask
 
 
-_BY_KEY: dict[str, type[ForgetRequest]] = {
+_BY_KEY: dict[str, Any] = {  # key -> request class (each takes its one value)
     cls.key: cls for cls in (ForgetClasses, ForgetGroups, ForgetFraction, ForgetCount,
                              ForgetFirst, ForgetIds)}
 FLAT_KEYS = tuple(_BY_KEY)
@@ -394,7 +394,7 @@ def resolve_forget_set(targets: Tensor, pool: Tensor, *, task: Task = "multiclas
         ValueError: not exactly one request, or one that names classes, groups or ids that do
             not exist, or selects no sample, or every training sample.
     """
-    given = {k: v for k, v in (("forget_classes", forget_classes),
+    given: dict[str, Any] = {k: v for k, v in (("forget_classes", forget_classes),
                                ("forget_fraction", forget_fraction),
                                ("forget_count", forget_count), ("forget_groups", forget_groups),
                                ("forget_first", forget_first)) if v is not None}
