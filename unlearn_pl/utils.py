@@ -80,3 +80,16 @@ def environment(command: list[str] | None = None) -> dict[str, Any]:
             "machine": platform.platform(), "processor": platform.processor(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def atomic_save_checkpoint(trainer: Any, path: str | os.PathLike[str]) -> Path:
+    """``trainer.save_checkpoint`` through a temporary name and an atomic rename: every rank
+    takes part (Lightning's rank 0 writes), rank 0 renames, then all ranks meet."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    trainer.save_checkpoint(temporary, weights_only=False)
+    if trainer.is_global_zero:
+        os.replace(temporary, path)
+    trainer.strategy.barrier()
+    return path

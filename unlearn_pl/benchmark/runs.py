@@ -28,7 +28,7 @@ from unlearn_pl.benchmark.settings import REFERENCES, Setting
 from unlearn_pl.cli import UnlearnCLI, run_cli
 from unlearn_pl.evaluation import sample_losses, sample_signals
 from unlearn_pl.evaluation.bank import train_bank
-from unlearn_pl.utils import atomic_write_text
+from unlearn_pl.utils import atomic_save_checkpoint, atomic_write_text
 
 # Trainer keys that change what a reference network learns (the rest is logging and devices).
 _RECIPE_TRAINER_KEYS = ("max_epochs", "max_steps", "precision", "devices", "num_nodes",
@@ -239,12 +239,7 @@ def _reference(ctx: _Context, kind: str, seed: int, member: int | None = None, *
             _say(ctx, f"seed {seed} {label}: training ({config['trainer']['max_epochs']} "
                       "epochs)")
             record = _fit_and_test(cli)
-            # Every rank takes part in save_checkpoint (rank 0 writes): one temporary name.
-            temporary = checkpoint.with_name(f".{checkpoint.name}.tmp")
-            cli.trainer.save_checkpoint(temporary)
-            if _is_rank_zero():
-                os.replace(temporary, checkpoint)
-            cli.trainer.strategy.barrier()
+            atomic_save_checkpoint(cli.trainer, checkpoint)
             reused = False
         record = {**record, "config": config, "checkpoint": str(checkpoint)}
         if _is_rank_zero():

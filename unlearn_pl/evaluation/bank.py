@@ -64,6 +64,7 @@ from unlearn_pl.evaluation.ensemble import (  # noqa: F401  (re-exported)
 )
 from unlearn_pl.evaluation.evaluate import evaluate, sample_losses, sample_signals
 from unlearn_pl.methods import Train, UnlearningModule
+from unlearn_pl.utils import atomic_save_checkpoint
 
 __all__ = ["EnsembleTrain", "StackedNetworks", "bank_loader", "member_losses", "train_bank"]
 
@@ -323,10 +324,7 @@ class _SaveAfterTest(Callback):
         self.path = path
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(f".{self.path.name}.tmp")
-        trainer.save_checkpoint(temporary, weights_only=False)
-        os.replace(temporary, self.path)
+        atomic_save_checkpoint(trainer, self.path)
 
 
 def train_bank(datamodule: UnlearningDataModule, references: int, seeds: Sequence[int],
