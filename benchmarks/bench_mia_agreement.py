@@ -14,7 +14,7 @@ columns separate bias from spread:
 * ``adjusted``: the same after a control variate on each side: from every split's test-fold
   accuracy subtract the test-fold accuracy of one fixed classifier (the fit on all the data),
   plus that classifier's expected test-fold accuracy given the fold's class counts. Both sides'
-  folds are uniform within each class (tests/test_metrics.py checks torch's draw), so the
+  folds are uniform within each class (tests/metrics/test_metrics.py checks torch's draw), so the
   adjustment has mean zero and leaves any bias of the fit, the threshold or the fold sizes in
   place while removing most of the spread;
 * ``same_folds``: scikit-learn's own folds fitted by both (our Newton fit, its default lbfgs),

@@ -19,7 +19,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.strategies import SingleDeviceStrategy
 
-from tests.conftest import REPO
+from tests.conftest import REPO, config_data_root
 from unlearn_pl.cli import UnlearnInputError, main, run_cli
 
 CONFIGS = REPO / "configs"
@@ -70,7 +70,7 @@ def plain_argv(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     main(["--version"])
-    assert "unlearn_pl 0.1.0" in capsys.readouterr().out
+    assert "unlearn_pl 0.2.0" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_:
         main(["fit", "--help"])
     assert exit_.value.code == 0
@@ -195,10 +195,11 @@ def test_single_process_fit_logs_its_global_batch(original_ckpt: str, tmp_path: 
     assert len(lines) == 1 and "retain 8 x 1 x 1 = 8, forget 4 x 1 x 1 = 4" in lines[0]
 
 
-def _data_config_available(config: Path) -> bool:
-    """Whether the data a config names exists here (digits is embedded)."""
+def _data_config_root(config: Path, shared_data: Path) -> Path | None:
+    """Where the data a config names lies here (``../shared/data/...`` in the ``--shared-data``
+    folder); None for embedded data (digits)."""
     root = yaml.safe_load(config.read_text())["data"]["init_args"].get("root")
-    return root is None or (REPO / root).exists()
+    return None if root is None else config_data_root(root, shared_data)
 
 
 DATA_CONFIGS = sorted((CONFIGS / "data").glob("*.yaml"))
@@ -208,14 +209,16 @@ FAST_DATA = {"digits", "olivetti"}
 @pytest.mark.parametrize("config", [
     pytest.param(p, marks=[] if p.stem in FAST_DATA else [pytest.mark.slow])
     for p in DATA_CONFIGS], ids=lambda p: p.stem)
-def test_data_config_runs_fast_dev_run(config: Path, tmp_path: Path,
+def test_data_config_runs_fast_dev_run(config: Path, tmp_path: Path, shared_data: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    if not _data_config_available(config):
-        pytest.skip(f"the data of {config.name} is not on this machine")
-    monkeypatch.chdir(REPO)  # data configs name ../shared/data relative to the repository
+    root = _data_config_root(config, shared_data)
+    if root is not None and not root.exists():
+        pytest.skip(f"the data of {config.name} is not on this machine ({root})")
+    monkeypatch.chdir(REPO)  # data configs name their data relative to the repository
+    where = [] if root is None else ["--data.init_args.root", str(root)]
     cli = run_cli(["fit", "--config", str(CONFIGS / "trainer" / "cpu.yaml"), "--config",
                    str(CONFIGS / "methods" / "original.yaml"), "--config", str(config),
-                   "--trainer.fast_dev_run", "true", *quiet(tmp_path)])
+                   *where, "--trainer.fast_dev_run", "true", *quiet(tmp_path)])
     data = yaml.safe_load(config.read_text())["data"]
     datamodule, model = cli.datamodule, cli.model
     assert f"{type(datamodule).__module__}.{type(datamodule).__name__}".endswith(

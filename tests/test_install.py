@@ -110,7 +110,7 @@ def test_wheel_runs_the_quickstart_in_a_fresh_venv(dists: tuple[Path, Path],
     assert Path(configs).is_relative_to(venv) and (Path(configs) / "data/digits.yaml").is_file()
 
     version = _run(["unlearn-pl", "--version"], cwd=work, env=env).stdout
-    assert "unlearn_pl 0.1.0" in version
+    assert "unlearn_pl 0.2.0" in version
 
     start = time.perf_counter()
     quickstart = _run(["unlearn-pl-compare", "--setting", "digits"], cwd=work, env=env,

@@ -3,37 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
+from lightning.pytorch import Callback, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from tests.conftest import make_datamodule, make_trainer, model_kwargs
+from tests.conftest import Interrupt, build_method, make_datamodule, make_trainer, model_kwargs
 from unlearn_pl.methods import Train, UnlearningModule, available_methods
 from unlearn_pl.networks import build_network
 
 METHODS = available_methods()
 REQUESTS = {"class_wise": {"forget_classes": [1]}, "sample_wise": {"forget_fraction": 0.25}}
-
-
-class Interrupt(Callback):
-    """Stops a run after ``epochs`` epochs, as a crash or a pre-empted job would."""
-
-    def __init__(self, epochs: int) -> None:
-        self.epochs = epochs
-
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.current_epoch + 1 >= self.epochs:
-            trainer.should_stop = True
-
-
-def build(cls: type[UnlearningModule], original: str, datamodule: Any) -> UnlearningModule:
-    kwargs = model_kwargs(datamodule)
-    if cls is Train:
-        return cls(train_on="retain", **kwargs)
-    return cls(original=original, **kwargs)
 
 
 def network_state(module: UnlearningModule) -> dict[str, torch.Tensor]:
@@ -50,11 +31,11 @@ def test_smoke_fit_and_test(name: str, request_kind: str, original_ckpt: str,
                             tmp_path: Path) -> None:
     seed_everything(0)
     datamodule = make_datamodule(**REQUESTS[request_kind])
-    module = build(METHODS[name], original_ckpt, datamodule)
+    module = build_method(METHODS[name], original_ckpt, datamodule)
     trainer = make_trainer(tmp_path, max_epochs=1, limit_train_batches=3,
                            enable_checkpointing=False)
     trainer.fit(module, datamodule=datamodule)
-    before = build(METHODS[name], original_ckpt, datamodule)  # holds the original's weights
+    before = build_method(METHODS[name], original_ckpt, datamodule)  # holds the original's weights
     changed = any(not torch.equal(a, b) for a, b in
                   zip(network_state(before).values(), network_state(module).values(), strict=True))
     assert changed, f"{name} did not change the network"
@@ -72,7 +53,7 @@ def test_smoke_fit_and_test(name: str, request_kind: str, original_ckpt: str,
 def test_checkpoint_round_trip(name: str, original_ckpt: str, tmp_path: Path) -> None:
     seed_everything(0)
     datamodule = make_datamodule()
-    module = build(METHODS[name], original_ckpt, datamodule)
+    module = build_method(METHODS[name], original_ckpt, datamodule)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
     trainer = make_trainer(tmp_path, max_epochs=1, limit_train_batches=2,
                            limit_val_batches=1, callbacks=[checkpoint])
@@ -96,7 +77,7 @@ def test_resume_matches_uninterrupted_run(name: str, original_ckpt: str, tmp_pat
             ckpt_path: str | None = None) -> UnlearningModule:
         seed_everything(0)
         datamodule = make_datamodule()
-        module = build(METHODS[name], original_ckpt, datamodule)
+        module = build_method(METHODS[name], original_ckpt, datamodule)
         callbacks: list[Callback] = [ModelCheckpoint(dirpath=tmp_path / folder, save_last=True)]
         if stop_after is not None:
             callbacks.append(Interrupt(stop_after))

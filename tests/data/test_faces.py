@@ -9,22 +9,21 @@ import pytest
 import torch
 from PIL import Image
 
-from unlearn_pl.data.datasets import FER2013DataModule, OlivettiDataModule
-from unlearn_pl.data.faces import (
-    MUFAC_AGE_CLASSES,
-    RAFDB_EMOTIONS,
+from unlearn_pl.data import (
     CelebADataModule,
+    FER2013DataModule,
+    ForgetClasses,
     MUCACDataModule,
     MUFACDataModule,
+    OlivettiDataModule,
     RAFDBDataModule,
     UTKFaceDataModule,
-    age_to_mufac_class,
-    load_celeba_data,
-    parse_mufac_family,
-    parse_utkface_name,
 )
+from unlearn_pl.data.celeba import load_celeba_data
+from unlearn_pl.data.mufac import MUFAC_AGE_CLASSES, parse_mufac_family
+from unlearn_pl.data.rafdb import RAFDB_EMOTIONS
+from unlearn_pl.data.utkface import age_to_mufac_class, parse_utkface_name
 
-SHARED_DATA = Path(__file__).parents[2] / "shared" / "data"
 SMALL = {"image_size": 8, "batch_size": 4}
 
 
@@ -397,8 +396,8 @@ def test_face_defaults_and_augmentation(mufac_root: Path) -> None:
 
 # ------------------------------------------------------------------------------- real data
 @pytest.mark.slow
-def test_fer2013_real_counts() -> None:
-    archive = SHARED_DATA / "fer2013.tar.gz"
+def test_fer2013_real_counts(shared_data: Path) -> None:
+    archive = shared_data / "fer2013.tar.gz"
     if not archive.is_file():
         pytest.skip(f"{archive} not available")
     dm = FER2013DataModule(str(archive), forget_fraction=0.1, num_channels=3)
@@ -417,11 +416,11 @@ def test_fer2013_real_counts() -> None:
 
 
 @pytest.mark.slow
-def test_olivetti_real_identity_forgetting() -> None:
-    folder = SHARED_DATA / "olivetti"
+def test_olivetti_real_identity_forgetting(shared_data: Path) -> None:
+    folder = shared_data / "olivetti"
     if not (folder / "olivettifaces.mat").is_file():
         pytest.skip(f"{folder} not available")
-    dm = OlivettiDataModule(str(folder), forget_classes=[0, 1, 2, 3])
+    dm = OlivettiDataModule(str(folder), forget=ForgetClasses([0, 1, 2, 3]))
     dm.setup()
     data = dm.data
     assert data.train_images.shape == (400, 1, 64, 64)
@@ -430,5 +429,7 @@ def test_olivetti_real_identity_forgetting() -> None:
     targets = data.train_targets
     assert len(ids["forget"]) == 4 * 8 and set(targets[ids["forget"]].tolist()) == {0, 1, 2, 3}
     assert not set(targets[ids["retain"]].tolist()) & {0, 1, 2, 3}
-    assert len(ids["forget_test"]) == 4 * 2 and len(ids["retain_test"]) == 36 * 2
+    # Two held-out photos per person: one carved off as validation (val_fraction), one for test.
+    assert len(ids["forget_test"]) == 4 and len(ids["retain_test"]) == 36
+    assert len(ids["validation/forget_test"]) == 4 and len(ids["validation/retain_test"]) == 36
     assert dm.mia_nonmember_split == "forget_test"

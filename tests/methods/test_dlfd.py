@@ -20,8 +20,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer, seed_everythin
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
-from tests.conftest import make_datamodule, make_trainer, model_kwargs
-from tests.test_methods import Interrupt
+from tests.conftest import Interrupt, make_datamodule, make_trainer, model_kwargs
 from unlearn_pl.callbacks import DynamicForgetting
 from unlearn_pl.losses import ot_distance
 from unlearn_pl.methods import DLFD, FineTune

@@ -10,8 +10,10 @@ import pytest
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from tests.conftest import make_datamodule, make_trainer
-from tests.test_methods import METHODS, build
+from tests.conftest import build_method, make_datamodule, make_trainer
+from unlearn_pl.methods import available_methods
+
+METHODS = available_methods()
 
 
 class RanksAgree(Callback):
@@ -37,7 +39,7 @@ class RanksAgree(Callback):
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_ddp_two_cpu_processes(name: str, original_ckpt: str, tmp_path: Path) -> None:
     datamodule = make_datamodule(forget_fraction=0.25)
-    module = build(METHODS[name], original_ckpt, datamodule)
+    module = build_method(METHODS[name], original_ckpt, datamodule)
     trainer = make_trainer(tmp_path, strategy="ddp_spawn", devices=2, max_epochs=1,
                            limit_train_batches=2, enable_checkpointing=False,
                            callbacks=[RanksAgree()])

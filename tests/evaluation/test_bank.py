@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch import Trainer, seed_everything
 from torchvision.transforms import v2
 
-from tests.conftest import make_datamodule, make_trainer, model_kwargs
+from tests.conftest import BENCHMARKS, make_datamodule, make_trainer, model_kwargs
 from unlearn_pl.data import DigitsDataModule
 from unlearn_pl.data.core import ImageTensorDataset, augmentation_seed
 from unlearn_pl.evaluation import audit_method, evaluate
@@ -271,8 +271,7 @@ def test_ensemble_checkpoint_round_trip(tmp_path: Path) -> None:
 
 def test_benchmark_script_runs(tmp_path: Path) -> None:
     """benchmarks/bench_bank.py end to end at toy size (its timings are not asserted)."""
-    main = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks"
-                              / "bench_bank.py"))["main"]
+    main = runpy.run_path(str(BENCHMARKS / "bench_bank.py"))["main"]
     output = tmp_path / "bank.json"
     result = main(["--references", "4", "--epochs", "1", "--rounds", "1", "--output",
                    str(output)])

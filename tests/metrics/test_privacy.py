@@ -24,6 +24,7 @@ from torch import Tensor
 from torch.utils.data import DistributedSampler, TensorDataset
 
 import unlearn_pl  # noqa: F401  # torchvision shim before torchmetrics
+from tests.conftest import BENCHMARKS
 from unlearn_pl.metrics import (
     RMIA,
     EpsilonScore,
@@ -41,8 +42,6 @@ from unlearn_pl.metrics import (
     tow,
 )
 from unlearn_pl.metrics import epsilon as epsilon_module
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 DELTA = 1e-5
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from tests.conftest import DATA_CONFIG, make_datamodule, make_trainer, model_kwargs
-from unlearn_pl.callbacks import UnlearningReport
 from unlearn_pl.benchmark import compare
+from unlearn_pl.callbacks import UnlearningReport
 from unlearn_pl.evaluation import audit_method
 from unlearn_pl.methods import Train
 

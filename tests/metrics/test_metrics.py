@@ -26,14 +26,14 @@ from unlearn_pl.metrics import (
     ForgettingScore,
     MembershipInferenceAttack,
     NoMUS,
+    attack,
     attack_features,
     balance_membership,
     forgetting_score,
     membership_inference_attack,
-    mia,
     nomus,
 )
-from unlearn_pl.metrics.mia import _binary_auc, _fit_logistic_1d
+from unlearn_pl.metrics.attack import _binary_auc, _fit_logistic_1d
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -236,7 +236,7 @@ def test_attack_mean_over_seeds_matches_sklearn(monkeypatch: pytest.MonkeyPatch)
         calls.append((x, y.bool()))
         return _fit_logistic_1d(x, y)
 
-    monkeypatch.setattr(mia, "_fit_logistic_1d", recording_fit)
+    monkeypatch.setattr(attack, "_fit_logistic_1d", recording_fit)
     differences = {}
     for k, (kind, balance) in enumerate(
         [("gamma", True), ("weak", True), ("heavy", True), ("gamma", False)]
@@ -283,7 +283,7 @@ def test_attack_draws_each_class_test_fold_uniformly(monkeypatch: pytest.MonkeyP
         calls.append(x)
         return _fit_logistic_1d(x, y)
 
-    monkeypatch.setattr(mia, "_fit_logistic_1d", recording_fit)
+    monkeypatch.setattr(attack, "_fit_logistic_1d", recording_fit)
     n, n_splits, n_test = 500, 2000, 50
     membership = torch.arange(2 * n) % 2
     membership_inference_attack(
