@@ -18,14 +18,9 @@ from tests.conftest import BENCHMARKS, make_datamodule, make_trainer, model_kwar
 from unlearn_pl.data import DigitsDataModule
 from unlearn_pl.data.core import ImageTensorDataset, augmentation_seed
 from unlearn_pl.evaluation import audit_method, evaluate
-from unlearn_pl.evaluation.bank import (
-    EnsembleTrain,
-    StackedNetworks,
-    _BatchedAugmentation,
-    bank_loader,
-    member_losses,
-    train_bank,
-)
+from unlearn_pl.evaluation.bank import bank_loader, train_bank
+from unlearn_pl.evaluation.bank_data import _BatchedAugmentation
+from unlearn_pl.evaluation.ensemble import EnsembleTrain, StackedNetworks, member_losses
 from unlearn_pl.methods import Train
 from unlearn_pl.networks import build_network
 
