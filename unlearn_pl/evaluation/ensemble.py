@@ -13,7 +13,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from unlearn_pl.methods.base import configure_optimization, task_loss
+from unlearn_pl.methods.optim import configure_optimization, task_loss
 from unlearn_pl.networks import Classifier, build_network
 
 

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor, nn
 
 from unlearn_pl.data.datamodule import POPULATION_SPLIT
+from unlearn_pl.methods.optim import configure_optimization, task_loss  # noqa: F401
 from unlearn_pl.metrics import MembershipInferenceAttack, PerSampleValues, attack_features, nomus
 from unlearn_pl.metrics.privacy import logit_confidence
 from unlearn_pl.networks import Classifier, build_network, load_network_weights
@@ -25,40 +25,6 @@ Batch = tuple[Tensor, Tensor, Tensor]
 EVAL_SPLITS = ("retain", "forget", "unseen", "retain_test", "forget_test", POPULATION_SPLIT)
 #: Where the weights a module holds came from (:attr:`UnlearningModule.weights_source`).
 WeightsSource = Literal["random", "original", "checkpoint", "trained", "given"]
-
-
-def task_loss(logits: Tensor, targets: Tensor, multilabel: bool,
-              reduction: str = "mean") -> Tensor:
-    """Cross-entropy (multiclass) or BCE averaged over labels (multilabel), per sample
-    (``reduction="none"``) or averaged over samples."""
-    if multilabel:
-        loss = F.binary_cross_entropy_with_logits(logits, targets.float(), reduction="none")
-        loss = loss.mean(1)
-        return loss.mean() if reduction == "mean" else loss
-    return F.cross_entropy(logits, targets, reduction=reduction)
-
-
-def configure_optimization(params: list[nn.Parameter], hp: Any, trainer: Any) -> Any:
-    """The recipe's optimiser (``hp.optimizer``: SGD with ``momentum``, Adam or AdamW, at
-    ``hp.lr`` with ``hp.weight_decay``) and per-step schedule (``hp.scheduler``: none, cosine
-    to 0, or one-cycle over the run's ``estimated_stepping_batches``), in Lightning's
-    ``configure_optimizers`` form."""
-    if hp.optimizer == "sgd":
-        optimizer: torch.optim.Optimizer = torch.optim.SGD(
-            params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
-    elif hp.optimizer == "adam":
-        optimizer = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
-    else:
-        optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
-    if hp.scheduler == "none":
-        return optimizer
-    steps = max(1, int(trainer.estimated_stepping_batches))
-    if hp.scheduler == "cosine":
-        scheduler: Any = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-    else:
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp.lr,
-                                                        total_steps=steps)
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 class UnlearningModule(LightningModule):

@@ -1,0 +1,44 @@
+"""The task loss and the optimiser and learning-rate schedule every method (and the bank's
+ensemble) trains with."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def task_loss(logits: Tensor, targets: Tensor, multilabel: bool,
+              reduction: str = "mean") -> Tensor:
+    """Cross-entropy (multiclass) or BCE averaged over labels (multilabel), per sample
+    (``reduction="none"``) or averaged over samples."""
+    if multilabel:
+        loss = F.binary_cross_entropy_with_logits(logits, targets.float(), reduction="none")
+        loss = loss.mean(1)
+        return loss.mean() if reduction == "mean" else loss
+    return F.cross_entropy(logits, targets, reduction=reduction)
+
+
+def configure_optimization(params: list[nn.Parameter], hp: Any, trainer: Any) -> Any:
+    """The recipe's optimiser (``hp.optimizer``: SGD with ``momentum``, Adam or AdamW, at
+    ``hp.lr`` with ``hp.weight_decay``) and per-step schedule (``hp.scheduler``: none, cosine
+    to 0, or one-cycle over the run's ``estimated_stepping_batches``), in Lightning's
+    ``configure_optimizers`` form."""
+    if hp.optimizer == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(
+            params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+    elif hp.optimizer == "adam":
+        optimizer = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+    if hp.scheduler == "none":
+        return optimizer
+    steps = max(1, int(trainer.estimated_stepping_batches))
+    if hp.scheduler == "cosine":
+        scheduler: Any = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    else:
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp.lr,
+                                                        total_steps=steps)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
