@@ -9,9 +9,11 @@ import pkgutil
 from unlearn_pl.methods.bad_teaching import BadTeaching
 from unlearn_pl.methods.base import UnlearningModule
 from unlearn_pl.methods.boundary import BoundaryExpanding, BoundaryShrink
+from unlearn_pl.methods.delete import DELETE
 from unlearn_pl.methods.dlfd import DLFD
 from unlearn_pl.methods.finetune import FineTune
 from unlearn_pl.methods.fisher import FisherForgetting
+from unlearn_pl.methods.l1_sparse import L1Sparse
 from unlearn_pl.methods.last_k import CFk, EUk
 from unlearn_pl.methods.neggrad import NegGrad, NegGradPlus
 from unlearn_pl.methods.random_labels import Amnesiac, RandomLabels
@@ -36,6 +38,7 @@ def available_methods() -> dict[str, type[UnlearningModule]]:
     return dict(sorted(found.items()))
 
 
-__all__ = ["Amnesiac", "BadTeaching", "BoundaryExpanding", "BoundaryShrink", "CFk", "DLFD", "EUk",
-           "FineTune", "FisherForgetting", "NegGrad", "NegGradPlus", "RandomLabels", "SCRUB",
-           "Train", "UNSIR", "UnlearningModule", "available_methods"]
+__all__ = ["DELETE", "DLFD", "EUk", "SCRUB", "UNSIR", "Amnesiac", "BadTeaching",
+           "BoundaryExpanding", "BoundaryShrink", "CFk", "FineTune", "FisherForgetting",
+           "L1Sparse", "NegGrad", "NegGradPlus", "RandomLabels", "Train", "UnlearningModule",
+           "available_methods"]
