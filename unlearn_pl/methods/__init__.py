@@ -18,6 +18,7 @@ from unlearn_pl.methods.last_k import CFk, EUk
 from unlearn_pl.methods.neggrad import NegGrad, NegGradPlus
 from unlearn_pl.methods.random_labels import Amnesiac, RandomLabels
 from unlearn_pl.methods.scrub import SCRUB
+from unlearn_pl.methods.ssd import SSD
 from unlearn_pl.methods.train import Train
 from unlearn_pl.methods.unsir import UNSIR
 
@@ -38,7 +39,7 @@ def available_methods() -> dict[str, type[UnlearningModule]]:
     return dict(sorted(found.items()))
 
 
-__all__ = ["DELETE", "DLFD", "EUk", "SCRUB", "UNSIR", "Amnesiac", "BadTeaching",
+__all__ = ["DELETE", "DLFD", "EUk", "SCRUB", "SSD", "UNSIR", "Amnesiac", "BadTeaching",
            "BoundaryExpanding", "BoundaryShrink", "CFk", "FineTune", "FisherForgetting",
            "L1Sparse", "NegGrad", "NegGradPlus", "RandomLabels", "Train", "UnlearningModule",
            "available_methods"]
