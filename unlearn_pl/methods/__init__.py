@@ -17,6 +17,7 @@ from unlearn_pl.methods.l1_sparse import L1Sparse
 from unlearn_pl.methods.last_k import CFk, EUk
 from unlearn_pl.methods.neggrad import NegGrad, NegGradPlus
 from unlearn_pl.methods.random_labels import Amnesiac, RandomLabels
+from unlearn_pl.methods.salun import SalUn
 from unlearn_pl.methods.scrub import SCRUB
 from unlearn_pl.methods.ssd import SSD
 from unlearn_pl.methods.train import Train
@@ -41,5 +42,5 @@ def available_methods() -> dict[str, type[UnlearningModule]]:
 
 __all__ = ["DELETE", "DLFD", "EUk", "SCRUB", "SSD", "UNSIR", "Amnesiac", "BadTeaching",
            "BoundaryExpanding", "BoundaryShrink", "CFk", "FineTune", "FisherForgetting",
-           "L1Sparse", "NegGrad", "NegGradPlus", "RandomLabels", "Train", "UnlearningModule",
-           "available_methods"]
+           "L1Sparse", "NegGrad", "NegGradPlus", "RandomLabels", "SalUn", "Train",
+           "UnlearningModule", "available_methods"]
