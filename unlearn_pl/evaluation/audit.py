@@ -70,14 +70,20 @@ def _attack(out: dict[str, Any], name: str, member: Tensor, nonmember: Tensor) -
     out[f"{name}_tpr_1pct"] = float(summary["tpr_at_1pct_fpr"])
 
 
-def _rmia(target: Mapping[str, Any], bank: Sequence[Mapping[str, Any]], signal: Tensor,
-          bank_signal: Tensor) -> Tensor:
-    """Offline RMIA scores (``a`` = 0.3) of ``signal``'s samples under ``target``, the
+def _rmia(target: Mapping[str, Any], bank: Sequence[Mapping[str, Any]], member: Tensor,
+          bank_member: Tensor, nonmember: Tensor, bank_nonmember: Tensor
+          ) -> tuple[Tensor, Tensor]:
+    """Offline RMIA scores (``a`` = 0.3) of the members and non-members under ``target``, the
     population being the validation split's held-out samples (disjoint from the scored
     ones by construction; their ids index another set, so they are not compared)."""
     _, population, bank_population = _aligned(target, bank, "population")
-    return rmia_scores(torch.sigmoid(signal), torch.sigmoid(bank_signal),
-                       torch.sigmoid(population), torch.sigmoid(bank_population))
+    population, bank_population = torch.sigmoid(population), torch.sigmoid(bank_population)
+
+    def scores(signal: Tensor, references: Tensor) -> Tensor:
+        return rmia_scores(torch.sigmoid(signal), torch.sigmoid(references), population,
+                           bank_population)
+
+    return scores(member, bank_member), scores(nonmember, bank_nonmember)
 
 
 def _per_run(target: Mapping[str, Any], bank: Sequence[Mapping[str, Any]],
@@ -92,13 +98,14 @@ def _per_run(target: Mapping[str, Any], bank: Sequence[Mapping[str, Any]],
                            "floor_outside": float(likeness["floor_outside"]),
                            "floor_mean_abs_z": float(likeness["floor_mean_abs_z"])}
     with_population = all("population" in r.get("signals", {}) for r in (target, floor, *bank))
+    lira = {}
     for prefix, network, member, nonmember_ in (("", target, forget, nonmember),
                                                 ("floor_", floor, floor_forget, floor_nonmember)):
-        _attack(out, f"{prefix}lira", lira_scores(member, bank_forget),
-                lira_scores(nonmember_, bank_nonmember))
+        lira[prefix] = lira_scores(member, bank_forget)
+        _attack(out, f"{prefix}lira", lira[prefix], lira_scores(nonmember_, bank_nonmember))
         if with_population:
-            _attack(out, f"{prefix}rmia", _rmia(network, bank, member, bank_forget),
-                    _rmia(network, bank, nonmember_, bank_nonmember))
+            _attack(out, f"{prefix}rmia", *_rmia(network, bank, member, bank_forget, nonmember_,
+                                                 bank_nonmember))
         # The population attack's feature alone: its one-feature logistic regression ranks
         # samples as the loss does, so this is its ROC (AUC and TPR at a low FPR).
         losses = network.get("losses", {})
@@ -106,7 +113,7 @@ def _per_run(target: Mapping[str, Any], bank: Sequence[Mapping[str, Any]],
             _attack(out, f"{prefix}loss", -torch.tensor(losses["forget"], dtype=torch.float64),
                     -torch.tensor(losses["nonmember"], dtype=torch.float64))
     # The most exposed decile of the forget set: the largest LiRA statistics.
-    z = lira_scores(forget, bank_forget)
+    z = lira[""]
     top = z.argsort(descending=True)[: max(1, len(ids) // 10)]
     out["most_exposed"] = {"ids": [ids[i] for i in top.tolist()],
                            "z": [round(float(z[i]), 4) for i in top.tolist()]}
