@@ -13,7 +13,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from unlearn_pl.methods.optim import configure_optimization, task_loss
+from unlearn_pl.methods.optim import Schedule, configure_optimization, task_loss
 from unlearn_pl.networks import Classifier, build_network
 
 
@@ -161,7 +161,7 @@ class EnsembleTrain(LightningModule):
                  small_input: bool = False, width: float = 1.0,
                  optimizer: Literal["sgd", "adam", "adamw"] = "sgd", lr: float = 0.05,
                  momentum: float = 0.9, weight_decay: float = 5e-4,
-                 scheduler: Literal["none", "cosine", "onecycle"] = "onecycle") -> None:
+                 scheduler: Schedule = "onecycle") -> None:
         super().__init__()
         seeds = [int(s) for s in seeds]
         if len(seeds) < 2:

@@ -9,6 +9,7 @@ import pkgutil
 from unlearn_pl.methods.bad_teaching import BadTeaching
 from unlearn_pl.methods.base import UnlearningModule
 from unlearn_pl.methods.boundary import BoundaryExpanding, BoundaryShrink
+from unlearn_pl.methods.competition import CT, MSG
 from unlearn_pl.methods.delete import DELETE
 from unlearn_pl.methods.dlfd import DLFD
 from unlearn_pl.methods.finetune import FineTune
@@ -40,7 +41,7 @@ def available_methods() -> dict[str, type[UnlearningModule]]:
     return dict(sorted(found.items()))
 
 
-__all__ = ["DELETE", "DLFD", "EUk", "SCRUB", "SSD", "UNSIR", "Amnesiac", "BadTeaching",
+__all__ = ["CT", "DELETE", "DLFD", "MSG", "EUk", "SCRUB", "SSD", "UNSIR", "Amnesiac", "BadTeaching",
            "BoundaryExpanding", "BoundaryShrink", "CFk", "FineTune", "FisherForgetting",
            "L1Sparse", "NegGrad", "NegGradPlus", "RandomLabels", "SalUn", "Train",
            "UnlearningModule", "available_methods"]

@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor, nn
 
 from unlearn_pl.data.datamodule import POPULATION_SPLIT
-from unlearn_pl.methods.optim import configure_optimization, task_loss  # noqa: F401
+from unlearn_pl.methods.optim import Schedule, configure_optimization, task_loss  # noqa: F401
 from unlearn_pl.metrics import MembershipInferenceAttack, PerSampleValues, attack_features, nomus
 from unlearn_pl.metrics.privacy import logit_confidence
 from unlearn_pl.networks import Classifier, build_network, load_network_weights
@@ -70,7 +70,8 @@ class UnlearningModule(LightningModule):
         lr: learning rate.
         momentum: SGD momentum.
         weight_decay: weight decay.
-        scheduler: ``none``, ``cosine`` (per step, to 0 at the end of training) or ``onecycle``.
+        scheduler: ``none``, ``cosine`` (per step, to 0 at the end of training), ``onecycle``
+            or ``triangle`` (per epoch; :func:`unlearn_pl.methods.optim.triangle`).
         mia_feature: per-sample attack feature: ``loss`` (DLFD / MUFAC), ``entropy`` or
             ``confidence``.
         seed: seed of the attack's balancing and splits.
@@ -95,7 +96,7 @@ class UnlearningModule(LightningModule):
                  small_input: bool = False, width: float = 1.0, original: str | None = None,
                  optimizer: Literal["sgd", "adam", "adamw"] = "sgd", lr: float = 0.01,
                  momentum: float = 0.9, weight_decay: float = 5e-4,
-                 scheduler: Literal["none", "cosine", "onecycle"] = "none",
+                 scheduler: Schedule = "none",
                  mia_feature: Literal["loss", "entropy", "confidence"] = "loss",
                  seed: int = 0) -> None:
         super().__init__()

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from torch import Tensor
 
 from unlearn_pl.methods.base import Batch, UnlearningModule
+from unlearn_pl.methods.optim import Schedule
 
 
 class Train(UnlearningModule):
@@ -26,7 +27,7 @@ class Train(UnlearningModule):
     requires_original = False
 
     def __init__(self, train_on: Literal["full", "retain"] = "full", lr: float = 0.05,
-                 scheduler: Literal["none", "cosine", "onecycle"] = "onecycle",
+                 scheduler: Schedule = "onecycle",
                  **kwargs: Any) -> None:
         super().__init__(lr=lr, scheduler=scheduler, **kwargs)
         self.train_on = train_on
