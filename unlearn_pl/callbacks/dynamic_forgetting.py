@@ -9,6 +9,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from unlearn_pl.callbacks.probe import log_event, no_check_reason, read_monitor
+
 
 class DynamicForgetting(Callback):
     """Switch a method to classification-only training once it has forgotten enough.
@@ -71,15 +73,7 @@ class DynamicForgetting(Callback):
         # the loop sets `val_check_batch` after `on_fit_start`.)
         if self.switched:
             return
-        reason = None
-        if trainer.limit_val_batches == 0:
-            reason = "validation is disabled (limit_val_batches=0)"
-        elif trainer.check_val_every_n_epoch is None:
-            every = trainer.val_check_batch
-            total = trainer.estimated_stepping_batches * trainer.accumulate_grad_batches
-            if every is not None and math.isfinite(total) and every > total:
-                reason = (f"a check every {every} training batches, but the run has {total:g}; "
-                          f"set trainer.val_check_interval to at most {total:g}")
+        reason = no_check_reason(trainer)
         if reason is not None:
             rank_zero_warn(f"DynamicForgetting can never switch in this fit: {reason}. The "
                            "forgetting part will run to the end.", category=RuntimeWarning)
@@ -87,15 +81,9 @@ class DynamicForgetting(Callback):
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking or self.switched:
             return
-        value = trainer.callback_metrics.get(self.monitor)
-        if value is None:
-            message = (f"DynamicForgetting monitors `{self.monitor}`, which was not logged; "
-                       f"available: {sorted(trainer.callback_metrics)}")
-            if self.strict:
-                raise RuntimeError(message)
-            rank_zero_warn(message, category=RuntimeWarning)
+        current = read_monitor(trainer, self.monitor, "DynamicForgetting", self.strict)
+        if current is None:
             return
-        current = float(value)
         below = math.isfinite(current) and current < self.threshold
         # Every rank switches at the same step, or none does.
         below = trainer.strategy.reduce_boolean_decision(below, all=True)
@@ -107,11 +95,7 @@ class DynamicForgetting(Callback):
         self.switched = True
         self.switch_step = trainer.global_step
         pl_module.disable_forgetting()  # type: ignore[operator]
-        # `self.log` is not allowed in `on_validation_end`; loggers are written directly (they
-        # act on rank 0 only).
-        for logger in trainer.loggers:
-            logger.log_metrics({"dynamic_forgetting/switch_step": float(self.switch_step)},
-                               step=self.switch_step)
+        log_event(trainer, {"dynamic_forgetting/switch_step": float(self.switch_step)})
         if self.verbose:
             rank_zero_info(f"DynamicForgetting: {self.monitor} = {current:.4f} < "
                            f"{self.threshold} for {self.wait_count} check(s); forgetting "
