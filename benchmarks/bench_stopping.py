@@ -8,12 +8,13 @@ Usage: python benchmarks/bench_stopping.py --original CKPT [--data configs/data/
 CKPT is the original network of the data config (for digits, the runner's cached one:
 ``benchmarks/runs/<workdir>/seed0/original/original-*.ckpt``). Every method runs twice
 through the ``unlearn-pl`` CLI on one torch thread, with a validation check every ``--every``
-training steps (0: the config's own, one per epoch) and the ``--extra`` CLI arguments: as its
-config says, and with ``--trainer.callbacks+=StopWhenForgotten`` (its
-defaults) and ``--budget`` times the config's epochs (a method that forgets too slowly can go on
-until it has forgotten; one that damages the network is rolled back). Each run is then tested (test split, never seen by the callback). Recorded per run: the
-fit's wall time, the wall time of the validation checks inside it (``validation_seconds``, the
-monitoring cost) and its share, the callback's stop step and reason, and the test accuracies.
+training steps (0: the config's own, one per epoch) and the ``--extra`` CLI arguments: once as
+its config says, and once with ``--trainer.callbacks+=StopWhenForgotten`` (its defaults) and
+``--budget`` times the config's epochs (a method that forgets too slowly can go on until it has
+forgotten; one that damages the network is rolled back). Each run is then tested (the test
+split, never seen by the callback). Recorded per run: the fit's wall time, the wall time of the
+validation checks inside it (``validation_seconds``, the monitoring cost) and its share, the
+callback's stop step and reason, and the test accuracies.
 Prints and writes one JSON object.
 """
 

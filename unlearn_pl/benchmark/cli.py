@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from unlearn_pl.benchmark.results import _run_name, markdown_table, summarize
@@ -22,6 +23,19 @@ _NOISY_WARNINGS = (".*does not have many workers.*", ".*The number of training b
                    # Closed-form methods (Fisher forgetting) train without an optimiser.
                    r".*returned `None`, this fit will run with no optimizer.*")
 
+
+
+@contextlib.contextmanager
+def quiet_runs(progress: bool = False) -> Iterator[None]:
+    """Lightning's per-run messages down to warnings (unless ``progress``) and the warnings
+    every run of a comparison or a tuning study would repeat silenced, for the block."""
+    if not progress:
+        for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        for message in _NOISY_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        yield
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -85,12 +99,7 @@ def main(argv: Sequence[str] | None = None) -> None:
              and not a.lstrip("-").replace(".", "").isdigit()]
     if stray:
         parser.error(f"unrecognised arguments {stray}")
-    if not args.progress:
-        for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-    with warnings.catch_warnings():
-        for message in _NOISY_WARNINGS:
-            warnings.filterwarnings("ignore", message=message)
+    with quiet_runs(args.progress):
         try:
             rows = compare(args.setting, args.methods, args.seeds, args.workdir, args.output,
                            overrides, method_seeds=args.method_seeds,

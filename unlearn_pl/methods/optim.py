@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
 #: A learning-rate schedule: ``cosine`` and ``onecycle`` per step over the run; ``triangle`` per
 #: epoch (linear rise to ``lr`` over the first half of the epochs, linear fall after it).
 Schedule = Literal["none", "cosine", "onecycle", "triangle"]
