@@ -4,6 +4,7 @@ that never tests a trial and writes a config the CLI runs."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +64,16 @@ def test_probe_distance_is_the_mean_of_the_gaps_and_the_excess_outside_the_band(
     distance, parts = probe_distance(trial, retrain, bank)
     assert parts["outside"] == 0.5 and parts["floor_outside"] == 0.0
     assert distance == pytest.approx((0.4 + 0.1 + 0.0 + 0.5) / 4)
-    other = [_record(0, 0, 0, [0.0] * 3)]
+    # A trial probing a subset of the references' forget samples is read at its own ids.
+    subset = _record(0.5, 0.8, 0.8, [9.0, 0.0])
+    subset["signals"]["forget"]["ids"] = [1, 3]
+    assert probe_distance(subset, retrain, bank)[1]["outside"] == 0.5
+    minimal = {k: v for k, v in trial.items() if k != "acc_retain"}  # probe without D_r
+    assert probe_distance(minimal, retrain)[0] == pytest.approx((0.4 + 0.0) / 3)
+    other = _record(0, 0, 0, [0.0] * 4)
+    other["signals"]["forget"]["ids"] = [7, 8, 9, 10]
     with pytest.raises(ValueError, match="other forget samples"):
-        probe_distance(trial, retrain, [*bank[:1], *other])
+        probe_distance(trial, retrain, [*bank[:1], other])
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +141,24 @@ def test_bad_input_is_refused_before_any_training(tmp_path: Path,
         main(["--setting", str(data), "--method", "nope", "--workdir", str(work)])
     assert exit_.value.code == 2
     assert capsys.readouterr().err.startswith("unlearn-pl-tune: error: unknown method")
+
+
+def test_the_runner_runs_tuned_recipes_by_default_and_the_papers_on_request(
+        study: dict[str, Any], tmp_path: Path) -> None:
+    from unlearn_pl.benchmark import CONFIGS, compare
+    configs = tmp_path / "configs"
+    shutil.copytree(CONFIGS, configs)
+    (configs / "tuned" / "synthetic").mkdir(parents=True, exist_ok=True)
+    shutil.copy(study["root"] / "tuned.yaml", configs / "tuned" / "synthetic" / "finetune.yaml")
+    tuned_lr = study["result"]["best"]["params"]["model.init_args.lr"]
+    for recipes, lr in (("tuned", tuned_lr), ("paper", 0.01)):
+        work = tmp_path / recipes
+        rows = compare(str(study["data"]), ["finetune"], [0], workdir=study["root"] / "work",
+                       output=work, references=0, configs_dir=configs, recipes=recipes,
+                       num_threads=1, reuse_runs=False)
+        row = next(r for r in rows if r["method"] == "finetune")
+        assert row["recipe"] == ("tuned" if recipes == "tuned" else "paper")
+        record = json.loads((study["root"] / "work" / "seed0" / "finetune" / "record.json")
+                            .read_text())
+        assert record["config"]["model"]["init_args"]["lr"] == pytest.approx(lr)
+        assert ("Recipes: tuned" in (work / "results.md").read_text()) == (recipes == "tuned")

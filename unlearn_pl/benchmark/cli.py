@@ -86,6 +86,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="torch threads (default: the setting's, else torch's)")
     parser.add_argument("--configs-dir", default=None,
                         help=f"the configs folder (default: the shipped configs, {CONFIGS})")
+    parser.add_argument("--recipes", choices=("tuned", "paper"), default="tuned",
+                        help="tuned (default): a method named by its config runs its tuned "
+                             "recipe for the setting where configs/tuned/SETTING/NAME.yaml "
+                             "exists (unlearn-pl-tune writes it); paper: the shipped configs")
     parser.add_argument("--progress", action="store_true",
                         help="show progress bars and Lightning's messages")
     return parser
@@ -107,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                            reference_epochs=args.reference_epochs,
                            num_threads=args.num_threads, progress=args.progress,
                            configs_dir=args.configs_dir, shard=args.shard,
-                           reuse_runs=args.reuse_runs)
+                           reuse_runs=args.reuse_runs, recipes=args.recipes)
         except CompareInputError as error:
             parser.error(str(error))
     failed = [f"{r['method']} ({_run_name(r)}): {r['error']}" for r in rows if r.get("error")]

@@ -235,14 +235,14 @@ def _row(setting: str, method: str, seed: int, record: Mapping[str, Any],
 
 
 def _write_results(rows: list[dict[str, Any]], output: Path, setting: str, spec: Setting,
-                   environment: Mapping[str, Any]) -> dict[str, Path]:
+                   environment: Mapping[str, Any], tuned: Sequence[str] = ()) -> dict[str, Path]:
     output.mkdir(parents=True, exist_ok=True)
     summary = summarize(rows)
     numbers = [{k: v for k, v in row.items() if k not in ("losses", "signals")} for row in rows]
     present = [k for k in (*METRICS, *EXTRA_NUMBERS, *AUDIT_NUMBERS)
                if any(k in row for row in numbers)]
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, ["setting", "method", "seed", "method_seed", "reused",
+    writer = csv.DictWriter(buffer, ["setting", "method", "seed", "method_seed", "recipe", "reused",
                                      *present,
                                      "verdict", "class_path", "log_dir", "checkpoint", "error"],
                             extrasaction="ignore", lineterminator="\n")
@@ -273,6 +273,9 @@ def _write_results(rows: list[dict[str, Any]], output: Path, setting: str, spec:
                       for error in e.get("errors", []))
             + _audit_text(summary)
             + (f"\nSetting: {spec.note}.\n" if spec.note else "")
+            + (f"\nRecipes: tuned by `unlearn-pl-tune` (configs/tuned/{setting}/) for "
+               + ", ".join(tuned) + "; the shipped (paper) configs for the others.\n"
+               if tuned else "")
             + f"\nCommand: `{' '.join(environment['command'])}`\n")
     files["md"] = atomic_write_text(output / "results.md", text)
     for path in _plot(rows, summary, output, setting):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 
@@ -18,6 +18,7 @@ from unlearn_pl.benchmark.settings import (
     _resolve_methods,
     _resolve_setting,
     _resolve_trainer,
+    _tuned_recipes,
     load_setting,
 )
 from unlearn_pl.methods import available_methods
@@ -138,7 +139,8 @@ def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int
             num_threads: int | None = None, progress: bool = False,
             configs_dir: str | os.PathLike[str] | None = None,
             shard: str | tuple[int, int] | None = None,
-            reuse_runs: bool = False) -> list[dict[str, Any]]:
+            reuse_runs: bool = False,
+            recipes: Literal["tuned", "paper"] = "tuned") -> list[dict[str, Any]]:
     """Run the comparison of ``methods`` against the original and retrain references.
 
     Args:
@@ -186,6 +188,10 @@ def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int
             prints) one row per unit it did, with ``unit``, ``unit_index`` and ``shard``. When
             every shard is done, the same call without ``shard`` and with ``reuse_runs``
             reuses every unit and writes the results, the audit and the plots.
+        recipes: ``tuned``: a method asked for by its shipped config's name runs its tuned
+            recipe for the setting where ``unlearn-pl-tune`` wrote one
+            (``configs/tuned/<setting>/<name>.yaml``), the shipped (paper) config otherwise;
+            ``paper``: always the shipped config. Each row records its ``recipe``.
         reuse_runs: reuse a method run whose ``record.json`` (in its run folder) was written
             by a run of the same fingerprint (its whole config but logging, data workers and
             the config files' paths; the original by its digest-named checkpoint) instead of
@@ -209,6 +215,11 @@ def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int
     configs = Path(configs_dir or CONFIGS)
     name, data_config = _resolve_setting(setting, configs)
     method_configs = _resolve_methods(methods, configs)
+    if recipes not in ("tuned", "paper"):
+        raise CompareInputError(f"recipes must be 'tuned' or 'paper', got {recipes!r}")
+    tuned: list[str] = []
+    if recipes == "tuned":
+        method_configs, tuned = _tuned_recipes(method_configs, name, configs)
     trainer_config = _resolve_trainer(trainer, configs)
     seeds = list(seeds)
     if not seeds or len(set(seeds)) != len(seeds):
@@ -246,6 +257,7 @@ def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int
                                       if num_threads is not None else []),
                                     *(["--shard", f"{shard[0]}/{shard[1]}"] if shard else []),
                                     *(["--reuse-runs"] if reuse_runs else []),
+                                    *(["--recipes", recipes] if recipes != "tuned" else []),
                                     *overrides])
         if shard is not None:
             return _run_shard(ctx, _work_units(seeds, references, list(method_configs),
@@ -265,7 +277,9 @@ def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int
                         record = {"error": f"{type(error).__name__}: {error}"}
                         _say(ctx, f"seed {seed} {method} (method seed {own}): FAILED "
                                   f"{record['error']}")
-                    seed_rows.append(_row(name, method, seed, record, own))
+                    row = _row(name, method, seed, record, own)
+                    row["recipe"] = "tuned" if method in tuned else "paper"
+                    seed_rows.append(row)
             for row in seed_rows:
                 if "fit_seconds" in row:
                     row["time_ratio_to_retrain"] = row["fit_seconds"] / retrain["fit_seconds"]
@@ -275,7 +289,7 @@ def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int
         rows.sort(key=lambda r: (["original", "retrain", *method_configs].index(r["method"]),
                                  seeds.index(r["seed"]), r["method_seed"]))
         if _is_rank_zero():
-            _write_results(rows, output, name, spec, environment)
+            _write_results(rows, output, name, spec, environment, tuned)
     finally:
         torch.set_num_threads(previous_threads)
     return rows

@@ -148,6 +148,22 @@ def _resolve_methods(methods: Sequence[str], configs_dir: Path) -> dict[str, tup
     return resolved
 
 
+def _tuned_recipes(method_configs: dict[str, tuple[Path, ...]], setting: str,
+                   configs_dir: Path) -> tuple[dict[str, tuple[Path, ...]], list[str]]:
+    """The methods asked for by a shipped config's name, each replaced by its tuned recipe for
+    the setting where one exists (``configs/tuned/<setting>/<name>.yaml``, written by
+    ``unlearn-pl-tune``); paths and composed configs stay as given. Returns the configs and the
+    names that now run a tuned recipe."""
+    tuned_dir = configs_dir / "tuned" / setting
+    out, tuned = dict(method_configs), []
+    for name, paths in method_configs.items():
+        recipe = tuned_dir / f"{name}.yaml"
+        if paths == (configs_dir / "methods" / f"{name}.yaml",) and recipe.is_file():
+            out[name] = (recipe,)
+            tuned.append(name)
+    return out, tuned
+
+
 def _resolve_trainer(trainer: str, configs_dir: Path) -> Path:
     if _is_yaml_path(trainer):
         return Path(trainer).resolve()

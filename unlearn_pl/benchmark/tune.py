@@ -129,8 +129,9 @@ def _validate(cli: Any) -> dict[str, Any]:
 def probe_distance(trial: Mapping[str, Any], retrain: Mapping[str, Any],
                    bank: Sequence[Mapping[str, Any]] = ()) -> tuple[float, dict[str, float]]:
     """A network's distance to retrain on the validation probe (no test sample): the mean of
-    the absolute gaps in ``acc_forget``, ``acc_retain`` and the held-out accuracy of the
-    remaining data (the validation split's) to the retrain network's, and, with a bank of
+    the absolute gaps in ``acc_forget``, ``acc_retain`` (where the probe has it) and the
+    held-out accuracy of the remaining data (the validation split's) to the retrain network's,
+    and, with a bank of
     retrains, of the excess of forget examples outside the bank's central 95 % band over the
     retrain network's own fraction (:func:`unlearn_pl.evaluation.audit.distance_to_retrain`).
 
@@ -144,20 +145,25 @@ def probe_distance(trial: Mapping[str, Any], retrain: Mapping[str, Any],
         ``(distance, parts)``: the gaps and, with a bank, ``outside`` and ``floor_outside``.
     """
     heldout = retrain["heldout_split"]
+    # A probe of fewer splits (``probe_splits: minimal``) has no retain accuracy: that gap is
+    # left out; forget and held-out ones are always there.
     gaps = {split: float(trial[f"acc_{split}"]) - float(retrain[f"acc_{split}"])
-            for split in ("forget", "retain", heldout)}
+            for split in ("forget", "retain", heldout)
+            if f"acc_{split}" in trial or split != "retain"}
     parts: dict[str, float] = {f"gap_{k}": v for k, v in gaps.items()}
     excess = 0.0
     if bank:
         ids = trial["signals"]["forget"]["ids"]
         rows = []
         for network in (retrain, *bank):
-            if network["signals"]["forget"]["ids"] != ids:
+            # The trial's probe may be a seeded subset of the references' (eval_max_samples).
+            signal = dict(zip(network["signals"]["forget"]["ids"],
+                              network["signals"]["forget"]["signal"], strict=True))
+            if not set(ids) <= signal.keys():
                 raise ValueError("the retrain networks were validated on other forget samples "
                                  "than the trial: the same data config and split seed are "
                                  "needed")
-            rows.append(torch.tensor(network["signals"]["forget"]["signal"],
-                                     dtype=torch.float64))
+            rows.append(torch.tensor([signal[i] for i in ids], dtype=torch.float64))
         likeness = retrain_likeness(
             torch.tensor(trial["signals"]["forget"]["signal"], dtype=torch.float64),
             torch.stack(rows[1:]), floor=rows[0])
@@ -180,8 +186,7 @@ class _Pruning(Callback):
             return
         results = {k.removeprefix("val/"): float(v) for k, v in trainer.callback_metrics.items()
                    if k.startswith("val/acc_")}
-        if not all(f"acc_{s}" in results for s in ("forget", "retain",
-                                                   self.retrain["heldout_split"])):
+        if not all(f"acc_{s}" in results for s in ("forget", self.retrain["heldout_split"])):
             return
         value, _ = probe_distance({**results, "heldout_split": self.retrain["heldout_split"]},
                                   self.retrain)
