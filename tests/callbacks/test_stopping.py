@@ -29,11 +29,11 @@ def _fit(module: Any, datamodule: Any, root: Path, callback: StopWhenForgotten,
 
 
 def test_defaults_follow_the_request(original_ckpt: str) -> None:
+    callback = StopWhenForgotten()  # one instance, two fits: each fit's request decides
     for request, monitor, threshold in (({"forget_classes": [1]}, "val/acc_forget", 0.02),
                                         ({"forget_fraction": 0.25}, "val/forgetting_score",
                                          0.1)):
         datamodule = make_datamodule(**request)
-        callback = StopWhenForgotten()
         trainer = SimpleNamespace(datamodule=datamodule)
         callback.setup(trainer, FineTune(**model_kwargs(datamodule)), "fit")  # type: ignore[arg-type]
         assert (callback.monitor, callback.threshold) == (monitor, threshold)

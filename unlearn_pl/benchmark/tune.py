@@ -309,7 +309,7 @@ def tune(setting: str, method: str, trials: int = 30, *, timeout: float | None =
                          for a in (f"--{key}", _arg(value))]
                 cli = _build(args, False)
                 pruning = _Pruning(trial, retrain_val)
-                cli.trainer.callbacks.append(pruning)
+                cli.trainer.callbacks.append(pruning)  # type: ignore[attr-defined]
                 cli.trainer.fit(cli.model, datamodule=cli.datamodule)
                 if pruning.pruned:
                     raise optuna.TrialPruned()

@@ -72,6 +72,7 @@ class StopWhenForgotten(Callback):
                              f"{max_accuracy_drop}; use None for no accuracy check")
         self.monitor = monitor
         self.threshold = threshold
+        self._given = (monitor, threshold)  # None: chosen by each fit's request
         self.max_accuracy_drop = max_accuracy_drop
         self.patience = patience
         self.accuracy_patience = accuracy_patience
@@ -94,12 +95,12 @@ class StopWhenForgotten(Callback):
                             "(unlearn_pl.methods.UnlearningModule) fitted with an "
                             f"UnlearningDataModule; got {type(pl_module).__name__} and "
                             f"{type(datamodule).__name__}")
-        if self.monitor is None or self.threshold is None:
-            class_wise = bool(getattr(datamodule, "class_wise", False))
-            self.monitor = self.monitor or ("val/acc_forget" if class_wise
-                                            else "val/forgetting_score")
-            if self.threshold is None:
-                self.threshold = 0.02 if self.monitor == "val/acc_forget" else 0.1
+        monitor, threshold = self._given
+        class_wise = bool(getattr(datamodule, "class_wise", False))
+        self.monitor = monitor or ("val/acc_forget" if class_wise else "val/forgetting_score")
+        if threshold is None:
+            threshold = 0.02 if self.monitor == "val/acc_forget" else 0.1
+        self.threshold = threshold
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.stopped is not None:  # restored: the run had already stopped
