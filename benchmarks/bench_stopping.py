@@ -8,9 +8,11 @@ Usage: python benchmarks/bench_stopping.py --original CKPT [--data configs/data/
 CKPT is the original network of the data config (for digits, the runner's cached one:
 ``benchmarks/runs/<workdir>/seed0/original/original-*.ckpt``). Every method runs twice
 through the ``unlearn-pl`` CLI on one torch thread, with a validation check every ``--every``
-training steps (0: the config's own, one per epoch) and the ``--extra`` CLI arguments: once as
-its config says, and once with ``--trainer.callbacks+=StopWhenForgotten`` (its defaults) and
-``--budget`` times the config's epochs (a method that forgets too slowly can go on until it has
+training steps (0: the run's own schedule) and the ``--extra`` CLI arguments: once as
+its config says, and once with ``--config configs/callbacks/stop_when_forgotten.yaml`` (the
+callback with its defaults, four checks per epoch on a bounded probe; with ``--every``, the
+callback alone, ``--trainer.callbacks+=StopWhenForgotten``) and ``--budget`` times the config's
+epochs (a method that forgets too slowly can go on until it has
 forgotten; one that damages the network is rolled back). Each run is then tested (the test
 split, never seen by the callback). Recorded per run: the fit's wall time, the wall time of the
 validation checks inside it (``validation_seconds``, the monitoring cost) and its share, the
@@ -50,15 +52,18 @@ def run(method: str, args: argparse.Namespace, root: Path, stop: bool) -> dict[s
             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
             "--trainer.default_root_dir", str(root),
             "--trainer.logger.init_args.save_dir", str(root)]
-    if args.every:
+    if stop and not args.every:
+        argv += ["--config", str(REPO / "configs" / "callbacks" / "stop_when_forgotten.yaml")]
+    elif args.every:
         argv += ["--trainer.val_check_interval", str(args.every),
                  "--trainer.check_val_every_n_epoch", "null"]
+        if stop:
+            argv.append("--trainer.callbacks+=unlearn_pl.callbacks.StopWhenForgotten")
     argv += args.extra
     if stop:
         config = yaml.safe_load((REPO / "configs" / "methods" / f"{method}.yaml").read_text())
         epochs = config.get("trainer", {}).get("max_epochs", 1)
-        argv += ["--trainer.callbacks+=unlearn_pl.callbacks.StopWhenForgotten",
-                 "--trainer.max_epochs", str(args.budget * epochs)]
+        argv += ["--trainer.max_epochs", str(args.budget * epochs)]
     cli = run_cli(argv)
     module, trainer = cli.model, cli.trainer
     fit, validation = module.fit_seconds, module.validation_seconds

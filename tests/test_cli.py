@@ -108,15 +108,18 @@ def test_method_config_runs_fast_dev_run(config: Path, original_ckpt: str,
         assert any(not torch.equal(original[k], after[k]) for k in original if k in after)
 
 
+@pytest.mark.parametrize("way", ["config", "callback"])
 @pytest.mark.parametrize("method", ["neggrad", "random_labels"])
 def test_one_config_line_stops_a_method_once_the_class_is_forgotten(
-        method: str, original_ckpt: str, tmp_path: Path) -> None:
+        method: str, way: str, original_ckpt: str, tmp_path: Path) -> None:
+    line = (["--config", str(CONFIGS / "callbacks" / "stop_when_forgotten.yaml")]
+            if way == "config" else ["--trainer.callbacks+=unlearn_pl.callbacks.StopWhenForgotten",
+                                     "--trainer.val_check_interval", "1",
+                                     "--trainer.check_val_every_n_epoch", "null"])
     args = ["fit", "--config", str(CONFIGS / "trainer" / "cpu.yaml"), "--config",
-            str(CONFIGS / "methods" / f"{method}.yaml"), *SYNTHETIC_DATA, *TINY,
+            str(CONFIGS / "methods" / f"{method}.yaml"), *line, *SYNTHETIC_DATA, *TINY,
             "--model.init_args.original", original_ckpt, "--model.init_args.lr", "0.05",
-            "--trainer.max_epochs", "20", "--trainer.val_check_interval", "1",
-            "--trainer.check_val_every_n_epoch", "null",
-            "--trainer.callbacks+=unlearn_pl.callbacks.StopWhenForgotten", *quiet(tmp_path)]
+            "--trainer.max_epochs", "20", *quiet(tmp_path)]
     trainer = run_cli(args).trainer
     stop = next(c for c in trainer.callbacks if type(c).__name__ == "StopWhenForgotten")
     assert stop.stopped == "forgotten" and stop.monitor == "val/acc_forget"
