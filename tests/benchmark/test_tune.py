@@ -162,3 +162,27 @@ def test_the_runner_runs_tuned_recipes_by_default_and_the_papers_on_request(
                             .read_text())
         assert record["config"]["model"]["init_args"]["lr"] == pytest.approx(lr)
         assert ("Recipes: tuned" in (work / "results.md").read_text()) == (recipes == "tuned")
+
+
+def test_trials_refused_for_the_network_are_recorded_and_the_study_goes_on(
+        study: dict[str, Any], tmp_path: Path) -> None:
+    from unlearn_pl.benchmark import CONFIGS
+    configs = tmp_path / "configs"
+    shutil.copytree(CONFIGS, configs)
+    (configs / "search" / "cf_k.yaml").write_text("k: {choices: [2, 99]}\n")
+    record = tmp_path / "cf_k.json"
+    result = tune(str(study["data"]), "cf_k", trials=6, references=0,
+                  workdir=study["root"] / "work", output=tmp_path / "cf_k.yaml", record=record,
+                  configs_dir=configs, num_threads=1, prune=False)
+    states = {t["params"]["model.init_args.k"]: t["state"] for t in result["trials"]}
+    assert states == {2: "COMPLETE", 99: "FAIL"}
+    failed = next(t for t in result["trials"] if t["state"] == "FAIL")
+    assert "k must be between 1 and" in failed["error"]
+    assert result["best"]["params"] == {"model.init_args.k": 2}
+    (configs / "search" / "cf_k.yaml").write_text("k: {choices: [99]}\n")
+    with pytest.raises(RuntimeError, match="no trial of cf_k completed"):
+        tune(str(study["data"]), "cf_k", trials=2, references=0,
+             workdir=study["root"] / "work", output=tmp_path / "none.yaml", record=record,
+             configs_dir=configs, num_threads=1)
+    assert json.loads(record.read_text())["best"] is None
+    assert not (tmp_path / "none.yaml").exists()

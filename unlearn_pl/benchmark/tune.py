@@ -50,6 +50,7 @@ from unlearn_pl.benchmark.settings import (
     _resolve_trainer,
     load_setting,
 )
+from unlearn_pl.cli import UnlearnInputError
 from unlearn_pl.evaluation.audit import distance_to_retrain
 from unlearn_pl.evaluation.evaluate import sample_signals
 from unlearn_pl.methods import available_methods
@@ -57,6 +58,10 @@ from unlearn_pl.metrics.privacy import retrain_likeness
 from unlearn_pl.utils import atomic_write_text, environment
 
 __all__ = ["Dimension", "load_search_space", "main", "probe_distance", "tune"]
+
+#: A trial that fails with one of these is recorded as failed and the study goes on: the method
+#: diverged, or the drawn values are refused for this network (e.g. CF-k's k beyond its blocks).
+FAILED_TRIAL = (FloatingPointError, UnlearnInputError)
 
 
 @dataclass(frozen=True)
@@ -307,10 +312,14 @@ def tune(setting: str, method: str, trials: int = 30, *, timeout: float | None =
                                  original)
                 args += [a for key, value in params.items()
                          for a in (f"--{key}", _arg(value))]
-                cli = _build(args, False)
-                pruning = _Pruning(trial, retrain_val)
-                cli.trainer.callbacks.append(pruning)  # type: ignore[attr-defined]
-                cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+                try:
+                    cli = _build(args, False)
+                    pruning = _Pruning(trial, retrain_val)
+                    cli.trainer.callbacks.append(pruning)  # type: ignore[attr-defined]
+                    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+                except FAILED_TRIAL as error:  # recorded; the study goes on
+                    trial.set_user_attr("error", f"{type(error).__name__}: {error}")
+                    raise
                 if pruning.pruned:
                     raise optuna.TrialPruned()
                 result = _validate(cli)
@@ -325,19 +334,29 @@ def tune(setting: str, method: str, trials: int = 30, *, timeout: float | None =
             direction="minimize", sampler=optuna.samplers.TPESampler(seed=sampler_seed),
             pruner=optuna.pruners.MedianPruner(n_startup_trials=5) if prune
             else optuna.pruners.NopPruner())
-        study.optimize(objective, n_trials=trials, timeout=timeout,
-                       catch=(FloatingPointError,))
+        study.optimize(objective, n_trials=trials, timeout=timeout, catch=FAILED_TRIAL)
     finally:
         torch.set_num_threads(previous_threads)
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if not completed:
-        raise RuntimeError(f"no trial of {method_name} completed ({len(study.trials)} pruned or "
-                           "diverged): widen or move the search space")
-    best = study.best_trial
     seconds = time.perf_counter() - started
     command = command or shlex.join(["unlearn-pl-tune", "--setting", setting, "--method",
                                      method, "--trials", str(trials), "--split-seed",
                                      str(split_seed), "--references", str(references)])
+    best = study.best_trial if completed else None
+    result = {"setting": name, "method": method_name, "split_seed": split_seed,
+              "references": references, "command": command, "output": str(output),
+              "best": None if best is None else {
+                  "number": best.number, "value": best.value, "params": best.params,
+                  **best.user_attrs},
+              "seconds": seconds, "reference_seconds": reference_seconds,
+              "trials": [{"number": t.number, "state": t.state.name, "value": t.value,
+                          "params": t.params, **t.user_attrs} for t in study.trials],
+              "retrain": {k: v for k, v in retrain_val.items() if k != "signals"},
+              "environment": environment()}
+    atomic_write_text(record_path, json.dumps(result, indent=1, default=float) + "\n")
+    if best is None:
+        raise RuntimeError(f"no trial of {method_name} completed ({len(study.trials)} pruned or "
+                           f"failed, see {record_path}): widen or move the search space")
     header = (f"# Tuned {method_name} for the {name} setting: {command}\n"
               f"# Tuned on split seed {split_seed} (its forget request only; report it on "
               "another seed) against its retrain network and a bank of "
@@ -348,16 +367,6 @@ def tune(setting: str, method: str, trials: int = 30, *, timeout: float | None =
               f"# Searched: {', '.join(d.key for d in space)}.\n")
     config = _with_params(_merged_config(method_paths), best.params)
     atomic_write_text(output, header + yaml.safe_dump(config, sort_keys=False))
-    result = {"setting": name, "method": method_name, "split_seed": split_seed,
-              "references": references, "command": command, "output": str(output),
-              "best": {"number": best.number, "value": best.value, "params": best.params,
-                       **best.user_attrs},
-              "seconds": seconds, "reference_seconds": reference_seconds,
-              "trials": [{"number": t.number, "state": t.state.name, "value": t.value,
-                          "params": t.params, **t.user_attrs} for t in study.trials],
-              "retrain": {k: v for k, v in retrain_val.items() if k != "signals"},
-              "environment": environment()}
-    atomic_write_text(record_path, json.dumps(result, indent=1, default=float) + "\n")
     return result
 
 
