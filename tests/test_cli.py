@@ -23,7 +23,9 @@ from tests.conftest import REPO, config_data_root
 from unlearn_pl.cli import UnlearnInputError, main, run_cli
 
 CONFIGS = REPO / "configs"
-METHOD_CONFIGS = sorted((CONFIGS / "methods").glob("*.yaml"))
+# The shipped method configs and the tuned recipes (configs/tuned/<setting>/).
+METHOD_CONFIGS = [*sorted((CONFIGS / "methods").glob("*.yaml")),
+                  *sorted((CONFIGS / "tuned").glob("*/*.yaml"))]
 SYNTHETIC_DATA = ["--data", "unlearn_pl.data.SyntheticDataModule", "--data.num_samples", "96",
                   "--data.num_test", "64", "--data.image_size", "12", "--data.forget_classes",
                   "[1]", "--data.augment", "false"]
@@ -83,7 +85,8 @@ def test_python_dash_m_entry_point() -> None:
     assert result.returncode == 0 and "unlearn_pl" in result.stdout
 
 
-@pytest.mark.parametrize("config", METHOD_CONFIGS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("config", METHOD_CONFIGS,
+                         ids=lambda p: str(p.relative_to(CONFIGS).with_suffix("")))
 def test_method_config_runs_fast_dev_run(config: Path, original_ckpt: str,
                                          tmp_path: Path) -> None:
     args = ["fit", "--config", str(CONFIGS / "trainer" / "cpu.yaml"), "--config", str(config),
