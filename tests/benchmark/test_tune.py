@@ -157,7 +157,10 @@ def test_the_runner_runs_tuned_recipes_by_default_and_the_papers_on_request(
                        output=work, references=0, configs_dir=configs, recipes=recipes,
                        num_threads=1, reuse_runs=False)
         row = next(r for r in rows if r["method"] == "finetune")
-        assert row["recipe"] == ("tuned" if recipes == "tuned" else "paper")
+        # Compared on the split it was tuned on: marked as such, here and in results.md.
+        assert row["recipe"] == ("tuned on this split" if recipes == "tuned" else "paper")
+        assert ("ran on the split its recipe was tuned on" in (work / "results.md").read_text()
+                ) == (recipes == "tuned")
         record = json.loads((study["root"] / "work" / "seed0" / "finetune" / "record.json")
                             .read_text())
         assert record["config"]["model"]["init_args"]["lr"] == pytest.approx(lr)
@@ -169,11 +172,13 @@ def test_trials_refused_for_the_network_are_recorded_and_the_study_goes_on(
     from unlearn_pl.benchmark import CONFIGS
     configs = tmp_path / "configs"
     shutil.copytree(CONFIGS, configs)
-    (configs / "search" / "cf_k.yaml").write_text("k: {choices: [2, 99]}\n")
+    (configs / "search" / "cf_k.yaml").write_text(
+        "k: {choices: [2, 99]}\ntrainer.max_epochs: {low: 1, high: 3}\n")
     record = tmp_path / "cf_k.json"
     result = tune(str(study["data"]), "cf_k", trials=6, references=0,
                   workdir=study["root"] / "work", output=tmp_path / "cf_k.yaml", record=record,
-                  configs_dir=configs, num_threads=1, prune=False)
+                  configs_dir=configs, num_threads=1, prune=False,
+                  overrides=["--trainer.max_epochs=1"])  # fixed by the caller: not searched
     states = {t["params"]["model.init_args.k"]: t["state"] for t in result["trials"]}
     assert states == {2: "COMPLETE", 99: "FAIL"}
     failed = next(t for t in result["trials"] if t["state"] == "FAIL")

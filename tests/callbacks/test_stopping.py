@@ -154,3 +154,22 @@ def test_bad_arguments_and_modules() -> None:
     with pytest.raises(TypeError, match="UnlearningModule"):
         StopWhenForgotten().setup(SimpleNamespace(datamodule=None),  # type: ignore[arg-type]
                                   torch.nn.Linear(2, 2), "fit")  # type: ignore[arg-type]
+
+
+def test_a_run_resumed_after_a_damaged_check_still_rolls_back(original_ckpt: str,
+                                                              tmp_path: Path) -> None:
+    def run(root: Path, max_steps: int, ckpt_path: str | None = None) -> tuple[Any, Any]:
+        seed_everything(0)
+        datamodule = make_datamodule(forget_fraction=0.25)
+        module = NegGrad(original=original_ckpt, lr=0.2, **model_kwargs(datamodule))
+        callback = StopWhenForgotten(threshold=-1.0, accuracy_patience=2, verbose=False)
+        _fit(module, datamodule, root, callback, max_steps=max_steps, ckpt_path=ckpt_path)
+        return module, callback
+
+    straight, stop = run(tmp_path / "straight", 30)
+    assert stop.stopped == "accuracy" and stop.stop_step is not None and stop.stop_step >= 2
+    first, _ = run(tmp_path / "first", stop.stop_step - 1)  # ends after the first damaged check
+    resumed, again = run(tmp_path / "second", 30, str(tmp_path / "first" / "ckpt" / "last.ckpt"))
+    assert (again.stopped, again.stop_step) == ("accuracy", stop.stop_step)
+    for key, value in straight.network.state_dict().items():
+        torch.testing.assert_close(resumed.network.state_dict()[key], value, msg=key)

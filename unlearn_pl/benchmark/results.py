@@ -276,6 +276,10 @@ def _write_results(rows: list[dict[str, Any]], output: Path, setting: str, spec:
             + (f"\nRecipes: tuned by `unlearn-pl-tune` (configs/tuned/{setting}/) for "
                + ", ".join(tuned) + "; the shipped (paper) configs for the others.\n"
                if tuned else "")
+            + "".join(f"\n**{m}** ran on the split its recipe was tuned on (seed {s}): those "
+                      "rows say little about the recipe.\n" for m, s in sorted({
+                          (r["method"], r["seed"]) for r in rows
+                          if r.get("recipe") == "tuned on this split"}))
             + f"\nCommand: `{' '.join(environment['command'])}`\n")
     files["md"] = atomic_write_text(output / "results.md", text)
     for path in _plot(rows, summary, output, setting):

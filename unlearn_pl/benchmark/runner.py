@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -20,6 +21,7 @@ from unlearn_pl.benchmark.settings import (
     _resolve_trainer,
     _tuned_recipes,
     load_setting,
+    tuned_split_seed,
 )
 from unlearn_pl.methods import available_methods
 from unlearn_pl.utils import environment as environment_record
@@ -220,6 +222,14 @@ def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int
     tuned: list[str] = []
     if recipes == "tuned":
         method_configs, tuned = _tuned_recipes(method_configs, name, configs)
+        for method in tuned:
+            if tuned_split_seed(method_configs[method][0]) in seeds:
+                print(f"[{name}] warning: {method}'s tuned recipe "
+                      f"({method_configs[method][0]}) was tuned on split seed "
+                      f"{tuned_split_seed(method_configs[method][0])}, one of the seeds "
+                      "compared: its rows there are marked 'tuned on this split' and say "
+                      "little about the recipe (compare on other seeds, or --recipes paper)",
+                      file=sys.stderr)
     trainer_config = _resolve_trainer(trainer, configs)
     seeds = list(seeds)
     if not seeds or len(set(seeds)) != len(seeds):
@@ -278,7 +288,10 @@ def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int
                         _say(ctx, f"seed {seed} {method} (method seed {own}): FAILED "
                                   f"{record['error']}")
                     row = _row(name, method, seed, record, own)
-                    row["recipe"] = "tuned" if method in tuned else "paper"
+                    row["recipe"] = "paper"
+                    if method in tuned:
+                        on_this_split = tuned_split_seed(config_path[0]) == seed
+                        row["recipe"] = "tuned on this split" if on_this_split else "tuned"
                     seed_rows.append(row)
             for row in seed_rows:
                 if "fit_seconds" in row:

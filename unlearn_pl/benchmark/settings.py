@@ -4,6 +4,7 @@ of its data, method and trainer configs."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from importlib import resources
@@ -146,6 +147,21 @@ def _resolve_methods(methods: Sequence[str], configs_dir: Path) -> dict[str, tup
                                     "model.class_path: a method config names its "
                                     "UnlearningModule class (see configs/methods/finetune.yaml)")
     return resolved
+
+
+#: How a tuned config's header names the split it was tuned on (``unlearn-pl-tune`` writes it).
+TUNED_ON = "Tuned on split seed"
+
+
+def tuned_split_seed(path: Path) -> int | None:
+    """The split seed a tuned config was tuned on, from its header (``None``: not named)."""
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        found = re.search(rf"{TUNED_ON} (-?\d+)", line)
+        if found:
+            return int(found.group(1))
+    return None
 
 
 def _tuned_recipes(method_configs: dict[str, tuple[Path, ...]], setting: str,

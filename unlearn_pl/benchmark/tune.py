@@ -44,6 +44,7 @@ from unlearn_pl.benchmark.runs import (
 )
 from unlearn_pl.benchmark.settings import (
     CONFIGS,
+    TUNED_ON,
     CompareInputError,
     _resolve_methods,
     _resolve_setting,
@@ -279,9 +280,14 @@ def tune(setting: str, method: str, trials: int = 30, *, timeout: float | None =
         space = load_search_space(method_name, configs)
     except ValueError as error:
         raise CompareInputError(str(error)) from error
-    fixed = {a.removeprefix("--") for a in spec.method_overrides.get(method_name, ())
+    # What the setting fixes for this method (its budget) or the caller gives stays fixed.
+    fixed = {a.removeprefix("--").split("=", 1)[0]
+             for a in (*spec.method_overrides.get(method_name, ()), *overrides)
              if a.startswith("--")}
-    space = [d for d in space if d.key not in fixed]  # the setting's budget stays
+    space = [d for d in space if d.key not in fixed]
+    if not space:
+        raise CompareInputError(f"every searched argument of {method_name} is fixed by the "
+                                "setting or the extra arguments: nothing to tune")
     workdir = Path(workdir or Path("runs") / "compare" / name)
     output = Path(output or Path("configs") / "tuned" / name / f"{method_name}.yaml")
     record_path = Path(record or workdir / "tuning" / f"{method_name}.json")
@@ -358,7 +364,7 @@ def tune(setting: str, method: str, trials: int = 30, *, timeout: float | None =
         raise RuntimeError(f"no trial of {method_name} completed ({len(study.trials)} pruned or "
                            f"failed, see {record_path}): widen or move the search space")
     header = (f"# Tuned {method_name} for the {name} setting: {command}\n"
-              f"# Tuned on split seed {split_seed} (its forget request only; report it on "
+              f"# {TUNED_ON} {split_seed} (its forget request only; report it on "
               "another seed) against its retrain network and a bank of "
               f"{references} retrains, on the validation probe.\n"
               f"# Objective (distance to retrain on the probe): {best.value:.4f} at trial "

@@ -42,9 +42,10 @@ class StopWhenForgotten(Callback):
 
     Checks run at the Trainer's validation (``val_check_interval``) on the datamodule's
     validation probe, never on test data; sanity checks are skipped. Every DDP rank decides the
-    same at the same step. The decision, its step and the start accuracy are kept in the
-    checkpoint: a resumed run that had stopped stays stopped. The stop is logged as
-    ``stop/step`` and ``stop/reason`` (1: forgotten, 2: accuracy). Works with every
+    same at the same step. The decision, its step, the start accuracy and the rollback weights
+    are kept in the checkpoint: a resumed run that had stopped stays stopped, and one resumed
+    after a damaged check still rolls back to the last check within the tolerance. The stop is
+    logged as ``stop/step`` and ``stop/reason`` (1: forgotten, 2: accuracy). Works with every
     :class:`~unlearn_pl.methods.UnlearningModule` and an
     :class:`~unlearn_pl.data.UnlearningDataModule`, as one config line:
     ``--trainer.callbacks+=unlearn_pl.callbacks.StopWhenForgotten``.
@@ -95,6 +96,10 @@ class StopWhenForgotten(Callback):
                             "(unlearn_pl.methods.UnlearningModule) fitted with an "
                             f"UnlearningDataModule; got {type(pl_module).__name__} and "
                             f"{type(datamodule).__name__}")
+        if stage == "fit":  # a new fit starts afresh (a resumed one then loads its state)
+            self.stopped, self.stop_step, self.start_accuracy = None, None, None
+            self.wait_count = self.damaged_count = 0
+            self._last_good, self._last_good_step = None, None
         monitor, threshold = self._given
         class_wise = bool(getattr(datamodule, "class_wise", False))
         self.monitor = monitor or ("val/acc_forget" if class_wise else "val/forgetting_score")
@@ -114,7 +119,10 @@ class StopWhenForgotten(Callback):
             return
         if self.start_accuracy is None:
             self.start_accuracy = self._heldout_accuracy(trainer, pl_module)
-        self._last_good, self._last_good_step = self._snapshot(pl_module), None
+        if self._last_good is None:  # a resumed run brings its own from the checkpoint
+            self._last_good, self._last_good_step = self._snapshot(pl_module), None
+        else:
+            self._last_good = {k: v.to(pl_module.device) for k, v in self._last_good.items()}
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking or self.stopped:
@@ -155,21 +163,15 @@ class StopWhenForgotten(Callback):
               reason: Literal["forgotten", "accuracy"], why: str) -> None:
         self.stopped = reason
         self.stop_step = trainer.global_step
-        if reason == "accuracy":
-            if self._last_good is None:
-                rank_zero_warn("StopWhenForgotten: no weights within the accuracy tolerance "
-                               "were kept in this process (the run resumed after its last "
-                               "good check); the network stays as it is",
+        if reason == "accuracy" and self._last_good is not None:
+            network = pl_module.network  # type: ignore[union-attr]
+            network.load_state_dict(self._last_good)  # type: ignore[union-attr]
+            if self._last_good_step is None:
+                rank_zero_warn("StopWhenForgotten: no check was within the accuracy tolerance, "
+                               "so the network is back at the weights the fit started from: "
+                               "nothing was unlearned. Lower the learning rate, or raise "
+                               "max_accuracy_drop or accuracy_patience",
                                category=RuntimeWarning)
-            else:
-                network = pl_module.network  # type: ignore[union-attr]
-                network.load_state_dict(self._last_good)  # type: ignore[union-attr]
-                if self._last_good_step is None:
-                    rank_zero_warn("StopWhenForgotten: no check was within the accuracy "
-                                   "tolerance, so the network is back at the weights the fit "
-                                   "started from: nothing was unlearned. Lower the learning "
-                                   "rate, or raise max_accuracy_drop or accuracy_patience",
-                                   category=RuntimeWarning)
         trainer.should_stop = True
         log_event(trainer, {"stop/step": float(self.stop_step), "stop/reason": REASONS[reason]})
         if self.verbose:
@@ -213,9 +215,13 @@ class StopWhenForgotten(Callback):
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
+        # The rollback weights too (plain tensors): a run resumed after a damaged check must
+        # still go back to the last check within the tolerance.
         return {"stopped": self.stopped, "stop_step": self.stop_step,
                 "start_accuracy": self.start_accuracy, "wait_count": self.wait_count,
-                "damaged_count": self.damaged_count}
+                "damaged_count": self.damaged_count, "last_good_step": self._last_good_step,
+                "last_good": None if self._last_good is None or self.stopped else
+                {k: v.cpu() for k, v in self._last_good.items()}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.stopped = state_dict["stopped"]
@@ -223,3 +229,5 @@ class StopWhenForgotten(Callback):
         self.start_accuracy = state_dict["start_accuracy"]
         self.wait_count = int(state_dict["wait_count"])
         self.damaged_count = int(state_dict.get("damaged_count", 0))
+        self._last_good_step = state_dict.get("last_good_step")
+        self._last_good = state_dict.get("last_good")

@@ -101,11 +101,15 @@ class MSG(FineTune):
                                            shuffle=False, **kwargs)
             return ((x.to(self.device), y.to(self.device)) for x, y, _ in loader)
 
-        # Every rank computes the same masks and draws on the whole data with the same seed.
         with torch.autocast(self.device.type, enabled=False):
-            self.masks = small_gradient_masks(self.network, batches("retain", max_samples=size),
-                                              batches("forget"), self.hparams.init_rate,
-                                              self.multilabel)
+            masks = small_gradient_masks(self.network, batches("retain", max_samples=size),
+                                         batches("forget"), self.hparams.init_rate,
+                                         self.multilabel)
+        # Rank 0's masks on every rank: a weight at the cut-off could otherwise be re-drawn on
+        # one rank and not another (GPU gradients are not bit-exact), and the replicas drift.
+        masks = self.trainer.strategy.broadcast({n: m.cpu() for n, m in masks.items()}, src=0)
+        self.masks = {n: m.to(self.device) for n, m in masks.items()}
+        # The same seeded draw on every rank.
         generator = torch.Generator().manual_seed(self.hparams.seed)
         params = dict(self.network.named_parameters())
         with torch.no_grad():
