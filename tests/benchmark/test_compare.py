@@ -92,7 +92,7 @@ def test_result_files_and_table(runs: dict) -> None:
         "original", "retrain", "finetune", "finetune_fast"]
     assert "±" in lines[2] and "mean ± sample standard deviation over seeds 0, 1" in table
     csv_lines = (output / "results.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("setting,method,seed,method_seed,reused,acc_retain,")
+    assert csv_lines[0].startswith("setting,method,seed,method_seed,recipe,reused,acc_retain,")
     assert len(csv_lines) == 1 + 8
     record = json.loads((output / "results.json").read_text())
     assert len(record["rows"]) == 8 and "losses" not in record["rows"][0]
