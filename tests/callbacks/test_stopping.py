@@ -173,3 +173,27 @@ def test_a_run_resumed_after_a_damaged_check_still_rolls_back(original_ckpt: str
     assert (again.stopped, again.stop_step) == ("accuracy", stop.stop_step)
     for key, value in straight.network.state_dict().items():
         torch.testing.assert_close(resumed.network.state_dict()[key], value, msg=key)
+
+
+class _RecordStop(StopWhenForgotten):
+    """Writes each rank's decision to a file at the end of training (ddp_spawn workers)."""
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        path = Path(trainer.default_root_dir) / f"stop{trainer.global_rank}.pt"
+        flat = torch.cat([p.detach().flatten() for p in pl_module.network.parameters()])
+        torch.save({"stopped": self.stopped, "step": self.stop_step, "weights": flat}, path)
+
+
+def test_ddp_ranks_stop_at_the_same_step_with_the_same_weights(original_ckpt: str,
+                                                               tmp_path: Path) -> None:
+    datamodule = make_datamodule()
+    module = NegGrad(original=original_ckpt, lr=0.02, **model_kwargs(datamodule))
+    trainer = make_trainer(tmp_path, strategy="ddp_spawn", devices=2, max_steps=30,
+                           max_epochs=-1, val_check_interval=1, check_val_every_n_epoch=None,
+                           enable_checkpointing=False,
+                           callbacks=[_RecordStop(max_accuracy_drop=None, verbose=False)])
+    trainer.fit(module, datamodule=datamodule)
+    ranks = [torch.load(tmp_path / f"stop{r}.pt", weights_only=True) for r in (0, 1)]
+    assert ranks[0]["stopped"] == ranks[1]["stopped"] == "forgotten"
+    assert ranks[0]["step"] == ranks[1]["step"] < 30
+    torch.testing.assert_close(ranks[0]["weights"], ranks[1]["weights"])
