@@ -219,17 +219,16 @@ def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int
     method_configs = _resolve_methods(methods, configs)
     if recipes not in ("tuned", "paper"):
         raise CompareInputError(f"recipes must be 'tuned' or 'paper', got {recipes!r}")
-    tuned: list[str] = []
+    tuned: dict[str, int | None] = {}  # method -> the split seed its recipe was tuned on
     if recipes == "tuned":
-        method_configs, tuned = _tuned_recipes(method_configs, name, configs)
-        for method in tuned:
-            if tuned_split_seed(method_configs[method][0]) in seeds:
-                print(f"[{name}] warning: {method}'s tuned recipe "
-                      f"({method_configs[method][0]}) was tuned on split seed "
-                      f"{tuned_split_seed(method_configs[method][0])}, one of the seeds "
-                      "compared: its rows there are marked 'tuned on this split' and say "
-                      "little about the recipe (compare on other seeds, or --recipes paper)",
-                      file=sys.stderr)
+        method_configs, names = _tuned_recipes(method_configs, name, configs)
+        tuned = {m: tuned_split_seed(method_configs[m][0]) for m in names}
+        for method, tuned_on in tuned.items():
+            if tuned_on in seeds and _is_rank_zero():
+                print(f"[{name}] warning: {method}'s tuned recipe ({method_configs[method][0]}) "
+                      f"was tuned on split seed {tuned_on}, one of the seeds compared: its "
+                      "rows there are marked 'tuned on this split' and say little about the "
+                      "recipe (compare on other seeds, or --recipes paper)", file=sys.stderr)
     trainer_config = _resolve_trainer(trainer, configs)
     seeds = list(seeds)
     if not seeds or len(set(seeds)) != len(seeds):
@@ -288,10 +287,8 @@ def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int
                         _say(ctx, f"seed {seed} {method} (method seed {own}): FAILED "
                                   f"{record['error']}")
                     row = _row(name, method, seed, record, own)
-                    row["recipe"] = "paper"
-                    if method in tuned:
-                        on_this_split = tuned_split_seed(config_path[0]) == seed
-                        row["recipe"] = "tuned on this split" if on_this_split else "tuned"
+                    row["recipe"] = "paper" if method not in tuned else (
+                        "tuned on this split" if tuned[method] == seed else "tuned")
                     seed_rows.append(row)
             for row in seed_rows:
                 if "fit_seconds" in row:
@@ -302,7 +299,7 @@ def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int
         rows.sort(key=lambda r: (["original", "retrain", *method_configs].index(r["method"]),
                                  seeds.index(r["seed"]), r["method_seed"]))
         if _is_rank_zero():
-            _write_results(rows, output, name, spec, environment, tuned)
+            _write_results(rows, output, name, spec, environment, list(tuned))
     finally:
         torch.set_num_threads(previous_threads)
     return rows
