@@ -235,8 +235,9 @@ def _row(setting: str, method: str, seed: int, record: Mapping[str, Any],
 
 
 def _write_results(rows: list[dict[str, Any]], output: Path, setting: str, spec: Setting,
-                   environment: Mapping[str, Any], tuned: Sequence[str] = ()) -> dict[str, Path]:
+                   environment: Mapping[str, Any]) -> dict[str, Path]:
     output.mkdir(parents=True, exist_ok=True)
+    tuned = sorted({r["method"] for r in rows if r.get("recipe", "paper") != "paper"})
     summary = summarize(rows)
     numbers = [{k: v for k, v in row.items() if k not in ("losses", "signals")} for row in rows]
     present = [k for k in (*METRICS, *EXTRA_NUMBERS, *AUDIT_NUMBERS)

@@ -9,13 +9,20 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-import torch
-
 from unlearn_pl.benchmark.results import _audit, _row, _write_results
-from unlearn_pl.benchmark.runs import _bank, _Context, _is_rank_zero, _method, _reference, _say
+from unlearn_pl.benchmark.runs import (
+    _bank,
+    _Context,
+    _is_rank_zero,
+    _method,
+    _reference,
+    _say,
+    _torch_threads,
+)
 from unlearn_pl.benchmark.settings import (
     CONFIGS,
     CompareInputError,
+    _bank_size,
     _resolve_methods,
     _resolve_setting,
     _resolve_trainer,
@@ -238,10 +245,7 @@ def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int
         raise CompareInputError(f"give one or more distinct method seeds, got "
                                 f"{list(method_seeds)}")
     spec = load_setting(setting, configs)
-    references = spec.references if references is None else references
-    if references == 1 or references < 0:
-        raise CompareInputError(f"--references {references}: the audit needs a bank of at least "
-                                "2 retrain networks (0 skips it)")
+    references = _bank_size(spec, references)
     shard = _parse_shard(shard) if shard is not None else None
     workdir = Path(workdir or Path("runs") / "compare" / name)
     output = Path(output or Path("runs") / "compare" / name)
@@ -249,11 +253,7 @@ def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int
                    reference_epochs if reference_epochs is not None else spec.reference_epochs,
                    progress, reuse_runs, shard)
     available_methods()  # import every method so class_path names resolve
-    threads = num_threads if num_threads is not None else spec.num_threads
-    previous_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with _torch_threads(num_threads if num_threads is not None else spec.num_threads):
         environment = environment_record(["unlearn-pl-compare", "--setting", setting, "--methods",
                                     *methods, "--seeds", *map(str, seeds),
                                     *(["--method-seeds", *map(str, method_seeds)]
@@ -299,7 +299,5 @@ def compare(setting: str, methods: Sequence[str] = ("all",), seeds: Sequence[int
         rows.sort(key=lambda r: (["original", "retrain", *method_configs].index(r["method"]),
                                  seeds.index(r["seed"]), r["method_seed"]))
         if _is_rank_zero():
-            _write_results(rows, output, name, spec, environment, list(tuned))
-    finally:
-        torch.set_num_threads(previous_threads)
+            _write_results(rows, output, name, spec, environment)
     return rows

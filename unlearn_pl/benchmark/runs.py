@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,6 +174,18 @@ def _test_only(cli: UnlearnCLI) -> dict[str, Any]:
     evaluation = dict(cli.model.last_evaluation)  # type: ignore[attr-defined]
     return {**evaluation, **_per_sample(cli.trainer, cli.model),
             "log_dir": cli.trainer.log_dir}
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """``torch`` on ``threads`` threads inside the block (``None``: as it is), then back."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _is_rank_zero() -> bool:

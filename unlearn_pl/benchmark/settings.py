@@ -149,6 +149,16 @@ def _resolve_methods(methods: Sequence[str], configs_dir: Path) -> dict[str, tup
     return resolved
 
 
+def _bank_size(spec: Setting, references: int | None) -> int:
+    """K, the retrain networks of a seed's bank: ``references``, or the setting's default;
+    refused when it cannot give a per-example test (1, or negative)."""
+    references = spec.references if references is None else references
+    if references == 1 or references < 0:
+        raise CompareInputError(f"--references {references}: the audit needs a bank of at least "
+                                "2 retrain networks (0: no bank)")
+    return references
+
+
 #: How a tuned config's header names the split it was tuned on (``unlearn-pl-tune`` writes it).
 TUNED_ON = "Tuned on split seed"
 

@@ -31,7 +31,6 @@ from typing import Any
 import torch
 import yaml
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.trainer.states import TrainerFn
 
 from unlearn_pl.benchmark.cli import quiet_runs
 from unlearn_pl.benchmark.runs import (
@@ -41,16 +40,19 @@ from unlearn_pl.benchmark.runs import (
     _reference,
     _reference_run,
     _run_args,
+    _torch_threads,
 )
 from unlearn_pl.benchmark.settings import (
     CONFIGS,
     TUNED_ON,
     CompareInputError,
+    _bank_size,
     _resolve_methods,
     _resolve_setting,
     _resolve_trainer,
     load_setting,
 )
+from unlearn_pl.callbacks.probe import fit_check
 from unlearn_pl.cli import UnlearnInputError
 from unlearn_pl.evaluation.audit import distance_to_retrain
 from unlearn_pl.evaluation.evaluate import sample_signals
@@ -188,7 +190,7 @@ class _Pruning(Callback):
         self.pruned = False
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
+        if not fit_check(trainer):
             return
         results = {k.removeprefix("val/"): float(v) for k, v in trainer.callback_metrics.items()
                    if k.startswith("val/acc_")}
@@ -270,12 +272,9 @@ def tune(setting: str, method: str, trials: int = 30, *, timeout: float | None =
     (method_name, method_paths), = _resolve_methods([method], configs).items()
     trainer_config = _resolve_trainer(trainer, configs)
     spec = load_setting(setting, configs)
-    references = spec.references if references is None else references
+    references = _bank_size(spec, references)
     if trials < 1:
         raise CompareInputError(f"--trials {trials}: give at least one trial")
-    if references == 1 or references < 0:
-        raise CompareInputError(f"--references {references}: the retrain-likeness needs a "
-                                "bank of at least 2 retrain networks (0: accuracy gaps only)")
     try:
         space = load_search_space(method_name, configs)
     except ValueError as error:
@@ -294,12 +293,8 @@ def tune(setting: str, method: str, trials: int = 30, *, timeout: float | None =
     ctx = _Context(name, data_config, trainer_config, configs, workdir, spec, list(overrides),
                    spec.reference_epochs, False)
     available_methods()
-    previous_threads = torch.get_num_threads()
-    threads = num_threads if num_threads is not None else spec.num_threads
-    if threads is not None:
-        torch.set_num_threads(threads)
     started = time.perf_counter()
-    try:
+    with _torch_threads(num_threads if num_threads is not None else spec.num_threads):
         _, original = _reference(ctx, "original", split_seed)
         _reference(ctx, "retrain", split_seed)  # trained or reused, as the runner's
         _bank(ctx, split_seed, references)
@@ -341,8 +336,6 @@ def tune(setting: str, method: str, trials: int = 30, *, timeout: float | None =
             pruner=optuna.pruners.MedianPruner(n_startup_trials=5) if prune
             else optuna.pruners.NopPruner())
         study.optimize(objective, n_trials=trials, timeout=timeout, catch=FAILED_TRIAL)
-    finally:
-        torch.set_num_threads(previous_threads)
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     seconds = time.perf_counter() - started
     command = command or shlex.join(["unlearn-pl-tune", "--setting", setting, "--method",

@@ -6,10 +6,9 @@ import math
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from unlearn_pl.callbacks.probe import log_event, no_check_reason, read_monitor
+from unlearn_pl.callbacks.probe import fit_check, log_event, no_check_reason, read_monitor
 
 
 class DynamicForgetting(Callback):
@@ -79,7 +78,7 @@ class DynamicForgetting(Callback):
                            "forgetting part will run to the end.", category=RuntimeWarning)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking or self.switched:
+        if not fit_check(trainer) or self.switched:
             return
         current = read_monitor(trainer, self.monitor, "DynamicForgetting", self.strict)
         if current is None:

@@ -6,7 +6,14 @@ from __future__ import annotations
 import math
 
 from lightning.pytorch import Trainer
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
+
+
+def fit_check(trainer: Trainer) -> bool:
+    """Whether this validation run is a check inside a fit (not a sanity check, nor a
+    ``validate`` or ``test`` of its own): the only runs a decision may act on."""
+    return trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking
 
 
 def no_check_reason(trainer: Trainer) -> str | None:

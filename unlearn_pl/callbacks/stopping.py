@@ -8,11 +8,10 @@ from typing import Any, Literal
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
-from unlearn_pl.callbacks.probe import log_event, no_check_reason, read_monitor
+from unlearn_pl.callbacks.probe import fit_check, log_event, no_check_reason, read_monitor
 
 #: Why a run stopped, as logged under ``stop/reason``.
 REASONS = {"forgotten": 1.0, "accuracy": 2.0}
@@ -125,7 +124,7 @@ class StopWhenForgotten(Callback):
             self._last_good = {k: v.to(pl_module.device) for k, v in self._last_good.items()}
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking or self.stopped:
+        if not fit_check(trainer) or self.stopped:
             return
         assert self.monitor is not None and self.threshold is not None  # set in setup
         current = read_monitor(trainer, self.monitor, "StopWhenForgotten", self.strict)
