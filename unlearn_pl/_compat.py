@@ -66,3 +66,37 @@ def ensure_torchvision_importable() -> bool:
         _torchvision_lib.define(schema)
     return True
 
+
+
+def jsonargparse_function_class_paths() -> None:
+    """Let a config give a function as a ``class_path`` inside a module's ``init_args``
+    (``network: {class_path: torchvision.models.resnet50}``) and still take command-line
+    overrides of the module.
+
+    jsonargparse 4.53, re-parsing such a config when a later argument changes the module
+    (``--model.init_args.original ...``), passes ``linked_targets`` on to
+    ``add_function_arguments``, which does not take it, and the parse fails. The wrapper drops
+    it; jsonargparse applies ``linked_targets`` itself afterwards. Applied by the CLI, once;
+    nothing is changed where ``add_function_arguments`` takes the argument.
+    """
+    import functools
+    import inspect
+
+    import jsonargparse
+
+    for cls in (jsonargparse.ArgumentParser, *jsonargparse.ArgumentParser.__mro__[1:]):
+        original = cls.__dict__.get("add_function_arguments")
+        if original is None or getattr(original, "_drops_linked_targets", False):
+            continue
+        parameters = inspect.signature(original).parameters
+        if "linked_targets" in parameters or any(p.kind is p.VAR_KEYWORD
+                                                 for p in parameters.values()):
+            continue
+
+        def add_function_arguments(self, function, *args, linked_targets=None,  # type: ignore[no-untyped-def]
+                                   __original=original, **kwargs):
+            return __original(self, function, *args, **kwargs)
+
+        functools.update_wrapper(add_function_arguments, original)
+        add_function_arguments._drops_linked_targets = True  # type: ignore[attr-defined]
+        cls.add_function_arguments = add_function_arguments

@@ -20,6 +20,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 import unlearn_pl
+from unlearn_pl._compat import jsonargparse_function_class_paths
 from unlearn_pl.callbacks import UnlearningReport
 from unlearn_pl.data import UnlearningDataModule
 from unlearn_pl.methods import UnlearningModule, available_methods
@@ -143,7 +144,8 @@ class UnlearnCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:  # type: ignore[no-untyped-def]
         for source, target in (("num_classes", "num_classes"), ("num_channels", "in_channels"),
-                               ("normalization", "normalization"), ("task", "task")):
+                               ("normalization", "normalization"), ("task", "task"),
+                               ("input_size", "input_size")):
             parser.link_arguments(f"data.{source}", f"model.init_args.{target}",
                                   apply_on="instantiate")
         parser.add_lightning_class_args(UnlearningReport, "report")
@@ -285,6 +287,7 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> UnlearnCLI:
     (its ``trainer``, ``model`` and ``datamodule``); with ``run=False`` only build them (what
     the comparison runner does before its own fit and test)."""
     available_methods()  # import every method so class_path names resolve
+    jsonargparse_function_class_paths()
     return UnlearnCLI(UnlearningModule, UnlearningDataModule, subclass_mode_model=True,
                       subclass_mode_data=True, args=args, run=run,
                       auto_configure_optimizers=False, save_config_kwargs={"overwrite": True})

@@ -29,6 +29,7 @@ from unlearn_pl.evaluation.evaluate import (
 from unlearn_pl.evaluation.plots import plot_loss_distribution, plot_signal_against_references
 from unlearn_pl.evaluation.render import FS_SCALE, reference_gaps, render_markdown
 from unlearn_pl.methods.base import UnlearningModule
+from unlearn_pl.networks import network_name
 from unlearn_pl.utils import atomic_write_text
 from unlearn_pl.utils import environment as _environment
 
@@ -168,7 +169,7 @@ class UnlearningReport(Callback):
                              f"comparison would be meaningless: {mismatch}")
         return {"source": path, "method": other.get("method", "unknown"), "metrics": metrics,
                 "losses": other.get("losses"), "signals": other.get("signals"),
-                "arch": (other.get("hparams") or {}).get("arch")}
+                "arch": network_name(other.get("hparams") or {})}
 
     def _network(self, path: str, trainer: Trainer) -> dict[str, Any]:
         """A given network's numbers: read from its report.json, or its checkpoint evaluated on
@@ -184,12 +185,12 @@ class UnlearningReport(Callback):
             kwargs.update(accelerator=device.type if device.type == "mps" else "cpu", devices=1)
         metrics, losses, signals = _evaluate(module, _datamodule(trainer), kwargs)
         return {"source": path, "method": method, "metrics": metrics, "losses": losses,
-                "signals": signals, "arch": module.hparams.arch}
+                "signals": signals, "arch": network_name(module.hparams)}
 
     @staticmethod
     def _audit(results: Mapping[str, float], signals: Mapping[str, Any],
                reference: Mapping[str, Any], bank: list[dict[str, Any]], heldout: str,
-               plot: Path, arch: str) -> dict[str, Any]:
+               plot: Path, arch: str | None) -> dict[str, Any]:
         """The privacy audit of the result against the bank, read against the reference (a
         held-out retrain network), and its plot."""
         def network(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -259,7 +260,7 @@ class UnlearningReport(Callback):
                 record["audit"] = self._audit(results, signals, reference, bank,
                                               f"acc_{datamodule.heldout_split}",
                                               folder / "signal_vs_references.png",
-                                              module.hparams.arch)
+                                              network_name(module.hparams))
         # Rounded: the plots need the shape of the distributions, not the last bits.
         record["losses"] = {s: [float(f"{v:.6g}") for v in values] for s, values in losses.items()}
         record["signals"] = signals

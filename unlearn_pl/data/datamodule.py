@@ -95,6 +95,9 @@ class UnlearningDataModule(LightningDataModule):
             any number of workers and under DDP.
         num_channels: convert images to 1 or 3 channels (grayscale faces for ImageNet networks).
         image_size: resize images once at load time.
+        normalization: per-channel ``[mean, std]`` the network normalises with (e.g.
+            ImageNet's for a network trained with it); default: the training images'
+            statistics.
     """
 
     if TYPE_CHECKING:  # Lightning types it as a MutableMapping; it is an attribute dict.
@@ -112,7 +115,8 @@ class UnlearningDataModule(LightningDataModule):
                  eval_max_samples: int | None = None,
                  probe_splits: Literal["all", "minimal"] = "all",
                  augment: bool = True, num_channels: Literal[1, 3] | None = None,
-                 image_size: int | None = None) -> None:
+                 image_size: int | None = None,
+                 normalization: list[list[float]] | None = None) -> None:
         super().__init__()
         flat = {"forget_classes": forget_classes, "forget_fraction": forget_fraction,
                 "forget_count": forget_count, "forget_ids": forget_ids,
@@ -198,8 +202,23 @@ class UnlearningDataModule(LightningDataModule):
         return self.data.task
 
     @property
+    def input_size(self) -> list[int]:
+        """``[height, width]`` of the images."""
+        return [int(v) for v in self.data.train_images.shape[-2:]]
+
+    @property
     def normalization(self) -> list[list[float]]:
-        """Per-channel ``[mean, std]`` of the training images in [0, 1], as plain floats."""
+        """Per-channel ``[mean, std]`` the network normalises with: the ``normalization``
+        given (the statistics your network was trained with), else those of the training
+        images in [0, 1], as plain floats."""
+        given = self.hparams.get("normalization")
+        if given is not None:
+            if len(given) != 2 or any(len(v) != self.num_channels for v in given):
+                raise ValueError(f"normalization must be [mean, std] with {self.num_channels} "
+                                 f"value(s) each (one per channel), got {given}")
+            if any(v <= 0 for v in given[1]):
+                raise ValueError(f"normalization std must be positive, got {given[1]}")
+            return [[float(v) for v in given[0]], [float(v) for v in given[1]]]
         images = self.data.train_images.float().div(255)
         mean = images.mean(dim=(0, 2, 3))
         std = images.std(dim=(0, 2, 3)).clamp(min=1e-3)

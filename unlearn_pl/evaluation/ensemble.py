@@ -146,6 +146,9 @@ class EnsembleTrain(LightningModule):
         momentum: SGD momentum.
         weight_decay: weight decay.
         scheduler: learning-rate schedule.
+        network: your own network (as :class:`~unlearn_pl.methods.UnlearningModule`).
+        classifier: its final linear layer's attribute path.
+        input_size: ``[height, width]`` of the images.
 
     Raises:
         ValueError: fewer than 2 seeds, repeated seeds, or a non-positive ``lr``.
@@ -161,7 +164,8 @@ class EnsembleTrain(LightningModule):
                  small_input: bool = False, width: float = 1.0,
                  optimizer: Literal["sgd", "adam", "adamw"] = "sgd", lr: float = 0.05,
                  momentum: float = 0.9, weight_decay: float = 5e-4,
-                 scheduler: Schedule = "onecycle") -> None:
+                 scheduler: Schedule = "onecycle", network: dict[str, Any] | str | None = None,
+                 classifier: str | None = None, input_size: list[int] | None = None) -> None:
         super().__init__()
         seeds = [int(s) for s in seeds]
         if len(seeds) < 2:
@@ -178,8 +182,7 @@ class EnsembleTrain(LightningModule):
         for seed in seeds:
             with torch.random.fork_rng(devices=[]):  # the caller's random stream is untouched
                 torch.manual_seed(seed)
-                networks.append(build_network(arch, num_classes, in_channels, small_input,
-                                              width, mean, std))
+                networks.append(self._build(mean, std))
         self.networks = StackedNetworks(networks)
 
     @property
@@ -217,12 +220,17 @@ class EnsembleTrain(LightningModule):
         """Member ``index``'s network state dict (``build_network(...).load_state_dict``)."""
         return self.networks.member_state_dict(index)
 
+    def _build(self, mean: list[float] | None, std: list[float] | None) -> Classifier:
+        hp = self.hparams
+        return build_network(hp.arch, hp.num_classes, hp.in_channels, hp.small_input, hp.width,
+                             mean, std, network=hp.network, classifier=hp.classifier,
+                             input_size=hp.input_size)
+
     def member_network(self, index: int) -> Classifier:
         """Member ``index`` as an ordinary network (a copy on the CPU, in eval mode)."""
         hp = self.hparams
-        mean, std = hp.normalization if hp.normalization is not None else (None, None)
-        network = build_network(hp.arch, hp.num_classes, hp.in_channels, hp.small_input,
-                                hp.width, mean, std)
+        network = self._build(*(hp.normalization if hp.normalization is not None
+                                else (None, None)))
         network.load_state_dict({k: v.cpu() for k, v in self.member_state_dict(index).items()})
         return network.eval()
 

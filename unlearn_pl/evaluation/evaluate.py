@@ -25,7 +25,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from unlearn_pl.data import UnlearningDataModule
 from unlearn_pl.data.datamodule import POPULATION_SPLIT
 from unlearn_pl.methods.base import UnlearningModule
-from unlearn_pl.networks import Classifier, load_network_weights
+from unlearn_pl.networks import Classifier, load_network_weights, network_name
 
 __all__ = ["check_evaluation_splits", "evaluate", "load_checkpoint_for_evaluation",
            "sample_losses", "sample_signals"]
@@ -155,7 +155,7 @@ def load_checkpoint_for_evaluation(path: str | os.PathLike[str]) -> tuple[Unlear
     accepted = inspect.signature(UnlearningModule.__init__).parameters
     kwargs = {k: v for k, v in hparams.items() if k in accepted and k != "original"}
     module = UnlearningModule(**kwargs)
-    load_network_weights(module.network, Path(path), kwargs["arch"])
+    load_network_weights(module.network, Path(path), network_name(kwargs))
     module.restore_record(checkpoint)
     return module, str(hparams.get("_class_path", "unknown"))
 

@@ -18,7 +18,7 @@ from unlearn_pl.data.datamodule import POPULATION_SPLIT
 from unlearn_pl.methods.optim import Schedule, configure_optimization, task_loss  # noqa: F401
 from unlearn_pl.metrics import MembershipInferenceAttack, PerSampleValues, attack_features, nomus
 from unlearn_pl.metrics.privacy import logit_confidence
-from unlearn_pl.networks import Classifier, build_network, load_network_weights
+from unlearn_pl.networks import Classifier, build_network, load_network_weights, network_name
 from unlearn_pl.utils import atomic_torch_save
 
 Batch = tuple[Tensor, Tensor, Tensor]
@@ -62,8 +62,10 @@ class UnlearningModule(LightningModule):
         task: ``multiclass`` or ``multilabel``; linked from the datamodule.
         small_input: small-image stem (32×32 CIFAR-style networks).
         width: width multiplier (``allcnn``, ``tiny_cnn``).
-        original: path of the original network's checkpoint (a Lightning checkpoint or a plain
-            state dict), loaded at construction when the file exists; methods start from it and
+        original: path of the original network's weights (an unlearn_pl or your own Lightning
+            checkpoint, a state dict, a torchvision or timm weights file:
+            :func:`unlearn_pl.networks.load_network_weights`), loaded at construction when the
+            file exists, or an earlier request's unlearned checkpoint; methods start from it and
             keep frozen references of it. Required to fit every method but :class:`Train`; not
             needed to evaluate a checkpoint, which holds every weight it needs.
         optimizer: ``sgd``, ``adam`` or ``adamw``.
@@ -75,6 +77,15 @@ class UnlearningModule(LightningModule):
         mia_feature: per-sample attack feature: ``loss`` (DLFD / MUFAC), ``entropy`` or
             ``confidence``.
         seed: seed of the attack's balancing and splits.
+        network: your own network instead of ``arch``: ``{class_path, init_args}`` of any
+            importable ``nn.Module`` class or function returning one (e.g.
+            ``torchvision.models.resnet50``), kept as plain values
+            (:func:`unlearn_pl.networks.wrap_network`); ``num_classes`` is passed when its
+            constructor takes it.
+        classifier: the attribute path of ``network``'s final ``nn.Linear`` (``fc``,
+            ``head.fc``); found by tracing a forward pass when not given.
+        input_size: ``[height, width]`` of the images (linked from the datamodule), for that
+            forward pass.
     """
 
     train_splits: ClassVar[tuple[str, ...]] = ("retain",)
@@ -98,7 +109,8 @@ class UnlearningModule(LightningModule):
                  momentum: float = 0.9, weight_decay: float = 5e-4,
                  scheduler: Schedule = "none",
                  mia_feature: Literal["loss", "entropy", "confidence"] = "loss",
-                 seed: int = 0) -> None:
+                 seed: int = 0, network: dict[str, Any] | str | None = None,
+                 classifier: str | None = None, input_size: list[int] | None = None) -> None:
         super().__init__()
         if lr <= 0:
             raise ValueError(f"lr must be positive, got {lr}")
@@ -110,7 +122,8 @@ class UnlearningModule(LightningModule):
         self.save_hyperparameters()
         mean, std = normalization if normalization is not None else (None, None)
         self.network: Classifier = build_network(arch, num_classes, in_channels, small_input,
-                                                 width, mean, std)
+                                                 width, mean, std, network=network,
+                                                 classifier=classifier, input_size=input_size)
         self.frozen = nn.ModuleDict()
         self.fit_seconds = 0.0
         self.validation_seconds = 0.0
@@ -127,7 +140,7 @@ class UnlearningModule(LightningModule):
         self.last_samples: dict[str, dict[str, Tensor]] = {}
         self.mia = MembershipInferenceAttack(seed=seed)
         if original is not None and Path(original).exists():  # unreadable files fail here
-            load_network_weights(self.network, original, arch)
+            load_network_weights(self.network, original, network_name(self.hparams))
             self.weights_source = "original"
 
     # ------------------------------------------------------------------ network
@@ -200,7 +213,7 @@ class UnlearningModule(LightningModule):
             if self.weights_source != "random":
                 held = {k: v.clone() for k, v in self.network.state_dict().items()}
             # Raises the loader's clear errors for a missing, unreadable or mismatched file.
-            load_network_weights(self.network, original, self.hparams.arch)
+            load_network_weights(self.network, original, network_name(self.hparams))
             if held is None:
                 self.weights_source = "original"
         self.setup_unlearning()

@@ -9,7 +9,7 @@ re-initialises a block with its own initialiser.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torchvision import models as tvm
 
 import unlearn_pl  # noqa: F401  (torchvision compatibility shim)
+from unlearn_pl.networks.custom import find_classifier, instantiate_network, network_spec
 
 
 class Normalize(nn.Module):
@@ -45,17 +46,21 @@ class Classifier(nn.Module):
         blocks: names of the feature extractor's blocks in forward order (attribute paths under
             ``features``); the classifier is always the last block.
         init: the architecture's own initialiser, applied module by module.
+        head_path: where the classifier sits in the bare network ``features`` was made from
+            (``fc`` for torchvision's ResNet, ``head.fc``...), so that a state dict of the bare
+            network loads (:func:`load_network_weights`); ``None`` when there is none.
     """
 
     def __init__(self, features: nn.Module, classifier: nn.Linear, mean: Sequence[float],
                  std: Sequence[float], blocks: Sequence[str | Sequence[str]],
-                 init: Callable[[nn.Module], None]) -> None:
+                 init: Callable[[nn.Module], None], head_path: str | None = None) -> None:
         super().__init__()
         self.normalize = Normalize(mean, std)
         self.features = features
         self.classifier = classifier
         self._block_names = [[b] if isinstance(b, str) else list(b) for b in blocks]
         self._init = init
+        self.head_path = head_path
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.embed(x))
@@ -100,12 +105,14 @@ def register_network(name: str) -> Callable[[NetworkBuilder], NetworkBuilder]:
 
 def build_network(arch: str, num_classes: int, in_channels: int = 3, small_input: bool = False,
                   width: float = 1.0, mean: Sequence[float] | None = None,
-                  std: Sequence[float] | None = None) -> Classifier:
-    """Build a :class:`Classifier` by name.
+                  std: Sequence[float] | None = None, *,
+                  network: str | Mapping[str, Any] | None = None, classifier: str | None = None,
+                  input_size: Sequence[int] | None = None) -> Classifier:
+    """Build a :class:`Classifier` by name, or wrap the user's own network.
 
     Args:
         arch: one of :data:`NETWORKS` (``resnet18``, ``densenet121``, ``efficientnet_b0``,
-            ``allcnn``, ``tiny_cnn``).
+            ``allcnn``, ``tiny_cnn``); ignored when ``network`` is given.
         num_classes: outputs of the final layer (classes, or labels for multilabel tasks).
         in_channels: image channels.
         small_input: a stem for small images (32×32): stride-1 3×3 first convolution and no
@@ -113,19 +120,75 @@ def build_network(arch: str, num_classes: int, in_channels: int = 3, small_input
         width: channel-width multiplier (``allcnn``, ``tiny_cnn``).
         mean: per-channel normalisation mean (default 0.5).
         std: per-channel normalisation std (default 0.5).
+        network: the user's network as ``{"class_path": ..., "init_args": {...}}`` (or a
+            class path alone): any importable ``nn.Module`` class or function returning one
+            (:mod:`unlearn_pl.networks.custom`).
+        classifier: the attribute path of ``network``'s final ``nn.Linear`` (found by tracing
+            a forward pass when ``None``).
+        input_size: ``(height, width)`` of the images, for that forward pass.
     """
-    if arch not in NETWORKS:
-        raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(NETWORKS)} or register "
-                         "your own with unlearn_pl.networks.register_network")
     if num_classes < 1 or in_channels < 1 or width <= 0:
         raise ValueError(f"num_classes ({num_classes}), in_channels ({in_channels}) and width "
                          f"({width}) must be positive")
+    if network is None and arch not in NETWORKS:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(NETWORKS)}, give your "
+                         "own network as network: {class_path: ..., init_args: ...}, or "
+                         "register a builder with unlearn_pl.networks.register_network")
     mean = list(mean) if mean is not None else [0.5] * in_channels
     std = list(std) if std is not None else [0.5] * in_channels
     if len(mean) != in_channels or len(std) != in_channels:
         raise ValueError(f"mean/std have {len(mean)}/{len(std)} values for {in_channels} channels")
+    if network is not None:
+        return wrap_network(network, num_classes, in_channels, mean, std, classifier=classifier,
+                            input_size=input_size)
     return NETWORKS[arch](num_classes=num_classes, in_channels=in_channels,
                           small_input=small_input, width=width, mean=mean, std=std)
+
+
+def wrap_network(network: str | Mapping[str, Any] | nn.Module, num_classes: int,
+                 in_channels: int, mean: Sequence[float], std: Sequence[float], *,
+                 classifier: str | None = None,
+                 input_size: Sequence[int] | None = None) -> Classifier:
+    """The user's network as a :class:`Classifier`: its final linear layer (found by
+    :func:`~unlearn_pl.networks.custom.find_classifier`, or named by ``classifier``) becomes
+    ``classifier``, the rest (that layer replaced by ``nn.Identity``) ``features``; its direct
+    children with parameters are the blocks; layers are re-initialised with their own
+    ``reset_parameters``.
+
+    Args:
+        network: a spec (see :func:`build_network`) or a built ``nn.Module`` (taken over,
+            not copied).
+        num_classes: the classes the final layer must output.
+        in_channels: image channels.
+        mean: per-channel normalisation mean.
+        std: per-channel normalisation std.
+        classifier: the final layer's attribute path.
+        input_size: ``(height, width)`` of the tracing forward pass.
+
+    Raises:
+        ValueError: an unknown class path, a network that cannot classify the images, no final
+            linear layer, or one with another number of outputs than ``num_classes``.
+    """
+    model = network if isinstance(network, nn.Module) else \
+        instantiate_network(network_spec(network), num_classes)
+    head_path, blocks = find_classifier(model, in_channels, input_size, classifier)
+    head = model.get_submodule(head_path)
+    assert isinstance(head, nn.Linear)  # find_classifier checked it
+    if head.out_features != num_classes:
+        raise ValueError(f"the network's classifier {head_path!r} has {head.out_features} "
+                         f"outputs but the dataset has {num_classes} classes: set "
+                         f"network.init_args so that it outputs {num_classes} (e.g. "
+                         "num_classes), or use the dataset it was trained on")
+    model.set_submodule(head_path, nn.Identity())
+    return Classifier(model, head, mean, std, blocks, _default_init, head_path=head_path)
+
+
+def network_name(hparams: Mapping[str, Any]) -> str | None:
+    """What network a module's hyperparameters build: the user's class path, or ``arch``."""
+    spec = hparams.get("network")
+    if spec is not None:
+        return str(network_spec(spec)["class_path"])
+    return hparams.get("arch")
 
 
 # ------------------------------------------------------------------ initialisers
@@ -182,7 +245,7 @@ def resnet18(num_classes: int, in_channels: int, small_input: bool, width: float
     fc = _take_linear(model, "fc")
     return Classifier(model, fc, mean, std,
                       [("conv1", "bn1"), "layer1", "layer2", "layer3", "layer4"],
-                      _torchvision_init)
+                      _torchvision_init, head_path="fc")
 
 
 @register_network("densenet121")
@@ -204,7 +267,8 @@ def densenet121(num_classes: int, in_channels: int, small_input: bool, width: fl
                                            ("features.denseblock3", "features.transition3"),
                                            ("features.denseblock4", "features.norm5")]
     return Classifier(model, fc, mean, std, blocks,
-                      lambda m: _torchvision_init(m, linear_init="zero_bias"))
+                      lambda m: _torchvision_init(m, linear_init="zero_bias"),
+                      head_path="classifier")
 
 
 @register_network("efficientnet_b0")
@@ -221,7 +285,8 @@ def efficientnet_b0(num_classes: int, in_channels: int, small_input: bool, width
     fc = _take_linear(model, "classifier")
     model.classifier = nn.Dropout(0.2)  # the dropout that preceded the linear layer
     return Classifier(model, fc, mean, std, [f"features.{i}" for i in range(9)],
-                      lambda m: _torchvision_init(m, linear_init="uniform"))
+                      lambda m: _torchvision_init(m, linear_init="uniform"),
+                      head_path="classifier.1")
 
 
 def _conv_bn_relu(cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Sequential:
@@ -261,8 +326,10 @@ def tiny_cnn(num_classes: int, in_channels: int, small_input: bool, width: float
 # ------------------------------------------------------------------ weights
 #: What ``original`` must be, for error messages.
 VALID_NETWORK_FILE = ("a Lightning checkpoint written by an unlearn_pl run (e.g. "
-                      "<run>/checkpoints/last.ckpt) or a plain state dict saved by "
-                      "UnlearningModule.export_network")
+                      "<run>/checkpoints/last.ckpt) or by your own LightningModule, or a state "
+                      "dict of the network (written by torch.save, e.g. by "
+                      "UnlearningModule.export_network, or a torchvision or timm weights file, "
+                      "also .safetensors)")
 
 
 def _unreadable(path: str | Path, problem: str) -> ValueError:
@@ -272,18 +339,19 @@ def _unreadable(path: str | Path, problem: str) -> ValueError:
 
 def check_network_file(path: str | Path) -> Path:
     """Refuse a path that cannot hold network weights, cheaply (before any data or training):
-    a missing path, a directory, or a file that is neither a ``torch.save`` zip archive nor a
-    legacy ``torch.save`` pickle (a text file, an empty or cut-off download). The full check is
-    :func:`read_network_state`.
+    a missing path, a directory, or a file that is neither a ``torch.save`` zip archive, a
+    legacy ``torch.save`` pickle nor a safetensors file (a text file, an empty or cut-off
+    download). The full check is :func:`read_network_state`.
 
     Raises:
         FileNotFoundError: nothing at ``path``.
         IsADirectoryError: ``path`` is a directory (the message lists checkpoints inside it).
-        ValueError: the file is not a ``torch.save`` file.
+        ValueError: the file is not a ``torch.save`` or safetensors file.
     """
     path = Path(path)
     if path.is_dir():
-        found = sorted(str(p) for p in path.rglob("*") if p.suffix in (".ckpt", ".pt", ".pth"))
+        found = sorted(str(p) for p in path.rglob("*")
+                       if p.suffix in (".ckpt", ".pt", ".pth", ".bin", ".safetensors"))
         hint = (f"; it holds {', '.join(found[:3])}{' ...' if len(found) > 3 else ''}"
                 if found else "")
         raise IsADirectoryError(f"original network file {path} is a directory, not a file{hint}: "
@@ -293,29 +361,50 @@ def check_network_file(path: str | Path) -> Path:
                                 "`unlearn-pl fit --config configs/methods/original.yaml ...`, "
                                 f"or point original at {VALID_NETWORK_FILE}")
     with path.open("rb") as handle:
-        head = handle.read(2)
+        head = handle.read(9)
+    if path.suffix == ".safetensors":  # an 8-byte header length, then the JSON header
+        if len(head) < 9 or head[8:9] != b"{":
+            raise _unreadable(path, "is not a safetensors file")
+        return path
     # torch.save writes a zip archive ("PK"); before torch 1.6 a pickle (protocol >= 2: 0x80).
-    if len(head) < 2 or not (head == b"PK" or head[0] == 0x80):
+    if len(head) < 2 or not (head[:2] == b"PK" or head[0] == 0x80):
         raise _unreadable(path, "is empty" if not head else "is not a file written by torch.save")
     return path
 
 
+def _load_file(path: Path) -> Any:
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise ValueError(f"{path} is a safetensors file: pip install safetensors to read "
+                             "it") from None
+        return load_file(str(path), device="cpu")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def read_network_state(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Read network weights from a Lightning checkpoint (keys under ``network.``) or a plain
-    state-dict file, with ``torch.load(weights_only=True)`` (never unpickling code).
+    """Read network weights from a Lightning checkpoint or a state-dict file, with
+    ``torch.load(weights_only=True)`` (never unpickling code) or safetensors.
+
+    An unlearn_pl checkpoint's keys lose their ``network.`` prefix; other files' keys are
+    returned as they are (:func:`load_network_weights` maps them).
 
     Returns:
-        ``(state_dict, hyper_parameters)``; the latter is empty for plain state dicts.
+        ``(state_dict, hyper_parameters)``; the latter is empty but for unlearn_pl
+        checkpoints (those of another LightningModule mean something else).
 
     Raises:
         FileNotFoundError, IsADirectoryError: see :func:`check_network_file`.
-        ValueError: the file is truncated, not a ``torch.save`` file, holds objects other than
-            tensors and plain values, or holds no state dict; the message names the file and
-            what a valid one is.
+        ValueError: the file is truncated, not a ``torch.save`` or safetensors file, holds
+            objects other than tensors and plain values, or holds no state dict; the message
+            names the file and what a valid one is.
     """
-    check_network_file(path)
+    path = check_network_file(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = _load_file(path)
+    except ValueError:
+        raise
     except Exception as error:  # torch raises OSError, KeyError, RuntimeError, UnpicklingError...
         # Never pass on torch's advice to retry with weights_only=False: that runs the file's
         # code. A valid checkpoint never needs it.
@@ -326,11 +415,12 @@ def read_network_state(path: str | Path) -> tuple[dict[str, Tensor], dict[str, A
                                 f"{reason[:200]})") from None
     if not isinstance(obj, dict):
         raise _unreadable(path, f"holds a {type(obj).__name__}, not a state dict or checkpoint")
-    hparams = obj.get("hyper_parameters", {})
+    ours = "unlearn_pl" in obj
+    hparams = obj.get("hyper_parameters", {}) if ours else {}
     state = obj.get("state_dict", obj)
     if not isinstance(state, dict) or not isinstance(hparams, dict):
         raise _unreadable(path, "has a state_dict or hyper_parameters entry that is not a dict")
-    if any(isinstance(k, str) and k.startswith("network.") for k in state):
+    if ours:
         state = {k[len("network."):]: v for k, v in state.items() if k.startswith("network.")}
     not_tensors = [k for k, v in state.items() if not isinstance(v, Tensor)]
     if not state or not_tensors:
@@ -340,33 +430,88 @@ def read_network_state(path: str | Path) -> tuple[dict[str, Tensor], dict[str, A
     return state, dict(hparams)
 
 
+def _readings(state: Mapping[str, Tensor], head_path: str | None
+              ) -> dict[tuple[str, str], dict[str, Tensor]]:
+    """Every way to read a file's keys as a :class:`Classifier`'s, by ``(prefix, form)``: the
+    keys under a prefix (``""``, ``model.``, ``net.backbone.``: a LightningModule's attribute)
+    with the prefix removed, read as a Classifier's own keys (``classifier``) or as the bare
+    network's (``bare``: ``fc.weight`` → ``classifier.weight``, ``conv1.weight`` →
+    ``features.conv1.weight``)."""
+    prefixes = {""}
+    for key in state:
+        parts = key.split(".")
+        prefixes.update(".".join(parts[:i]) + "." for i in range(1, min(len(parts), 4)))
+    out = {}
+    for prefix in sorted(prefixes):
+        under = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        out[(prefix, "classifier")] = under
+        if head_path is not None:
+            head = head_path + "."
+            out[(prefix, "bare")] = {
+                ("classifier." + k[len(head):] if k.startswith(head) else "features." + k): v
+                for k, v in under.items()}
+    return out
+
+
 def load_network_weights(network: Classifier, path: str | Path, arch: str | None = None) -> None:
-    """Load weights into ``network``; a checkpoint of another architecture or class count gets an
-    error that names the mismatch and the fix, before any training."""
+    """Load weights into ``network`` from any file :func:`read_network_state` reads.
+
+    The keys are matched as the network's own (an unlearn_pl checkpoint or exported state
+    dict), or as the bare network's (a torchvision or timm weights file: ``fc.weight`` is the
+    classifier's), in both cases also under a prefix (a Lightning checkpoint of your own
+    LightningModule, e.g. ``model.``; its other entries are ignored). The reading that
+    matches the most weights is taken; it must match every weight with its shape. Normalisation
+    buffers missing from the file keep the configured mean and std.
+
+    Args:
+        network: the network to load into.
+        path: the file.
+        arch: the network this run builds (:func:`network_name`: an arch name or the user's
+            network's class path); an unlearn_pl checkpoint of another one is refused.
+
+    Raises:
+        ValueError: another network's checkpoint, or weights whose names or shapes do not fit
+            (the message lists them), or weights that fit under two prefixes.
+    """
     state, hparams = read_network_state(path)
-    saved_arch = hparams.get("arch")
-    if arch is not None and saved_arch is not None and saved_arch != arch:
-        raise ValueError(f"{path} holds a {saved_arch!r} network but this run builds {arch!r}: "
-                         f"set model.arch: {saved_arch} or point original at a {arch} checkpoint")
+    saved = network_name(hparams)
+    if arch is not None and saved is not None and saved != arch:
+        raise ValueError(f"{path} holds a {saved!r} network but this run builds {arch!r}: "
+                         f"build the network it holds (model.arch or model.network) or point "
+                         f"original at a {arch} checkpoint")
     own = network.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise ValueError(f"{path} does not match the {arch or 'configured'} architecture: "
-                         f"missing {missing[:5]}, unexpected {unexpected[:5]}; check model.arch, "
-                         "model.small_input and model.in_channels against the original's run")
-    for key, value in state.items():
-        if value.shape != own[key].shape:
-            if key.startswith("classifier."):
-                raise ValueError(f"{path} has {value.shape[0]} outputs but this run has "
-                                 f"{own[key].shape[0]} classes: use the dataset (and forget "
-                                 "request) the original was trained on, or set num_classes")
-            raise ValueError(f"{path}: weight {key} has shape {tuple(value.shape)}, the "
-                             f"network expects {tuple(own[key].shape)}; check model.arch, "
-                             "model.width, model.small_input and model.in_channels")
-    network.load_state_dict(state)
+    required = {k for k in own if not k.startswith("normalize.")}
+    readings = _readings(state, network.head_path)
+    matched = {where: len(required & set(keys)) for where, keys in readings.items()}
+    best = max(matched.values())
+    full = sorted({prefix for (prefix, _), n in matched.items() if n == len(required)})
+    if len(full) > 1:
+        raise ValueError(f"{path} holds the network's weights under several prefixes {full}: "
+                         "save the one to unlearn on its own (torch.save(module.<attribute>"
+                         ".state_dict(), path)) and point original at that file")
+    where = next(w for w, n in matched.items() if n == best)
+    reading = readings[where]
+    missing = sorted(required - set(reading))
+    unexpected = sorted(set(reading) - set(own))
+    misshapen = sorted(k for k in required & set(reading) if reading[k].shape != own[k].shape)
+    if missing or unexpected or misshapen:
+        shapes = [f"{k}: file {tuple(reading[k].shape)}, network {tuple(own[k].shape)}"
+                  for k in misshapen]
+        head = [k for k in misshapen if k.startswith("classifier.")]
+        if head and len(misshapen) == len(head) and not (missing or unexpected):
+            raise ValueError(f"{path} has {reading[head[0]].shape[0]} outputs but this run has "
+                             f"{own[head[0]].shape[0]} classes: use the dataset (and forget "
+                             "request) the original was trained on, or set num_classes")
+        prefix = f" under the prefix {where[0]!r}" if where[0] else ""
+        raise ValueError(
+            f"{path} does not match the network{prefix} ({where[1]} keys): missing {missing[:8]}"
+            f"{' ...' if len(missing) > 8 else ''}, unexpected {unexpected[:8]}"
+            f"{' ...' if len(unexpected) > 8 else ''}, other shapes {shapes[:5]}; build the "
+            "network the file was saved from (model.arch, model.network, model.small_input, "
+            "model.in_channels, model.width)")
+    network.load_state_dict({**own, **{k: v for k, v in reading.items() if k in own}})
 
 
 __all__ = ["NETWORKS", "VALID_NETWORK_FILE", "Classifier", "Normalize", "build_network",
-           "check_network_file", "load_network_weights", "read_network_state",
-           "register_network"]
+           "check_network_file", "load_network_weights", "network_name", "read_network_state",
+           "register_network", "wrap_network"]
