@@ -99,4 +99,4 @@ def jsonargparse_function_class_paths() -> None:
 
         functools.update_wrapper(add_function_arguments, original)
         add_function_arguments._drops_linked_targets = True  # type: ignore[attr-defined]
-        cls.add_function_arguments = add_function_arguments
+        setattr(cls, "add_function_arguments", add_function_arguments)  # noqa: B010
