@@ -436,3 +436,31 @@ def test_readme_commands_use_only_files_earlier_commands_write() -> None:
         folders.append(folder)
         written.add(f"{folder}/checkpoints/last.ckpt" if command[1] == "fit"
                     else f"{folder}/report.json")
+
+
+def test_a_second_request_unlearns_the_first_ones_result(original_ckpt: str,
+                                                        tmp_path: Path) -> None:
+    data = [arg for arg in SYNTHETIC_DATA if arg not in ("--data.forget_classes", "[1]")]
+    common = ["fit", "--config", str(CONFIGS / "trainer" / "cpu.yaml"), "--config",
+              str(CONFIGS / "methods" / "finetune.yaml"), *data, *TINY,
+              "--trainer.max_epochs", "1", "--trainer.logger.init_args.version", "run"]
+    run_cli([*common, "--data.forget", "unlearn_pl.data.ForgetClasses",
+             "--data.forget.classes", "[1]", "--model.init_args.original", original_ckpt,
+             *quiet(tmp_path / "first")])
+    first = tmp_path / "first" / "lightning_logs" / "run"
+    produced = json.loads((first / "splits.json").read_text())["requests"]
+    assert produced[0]["checkpoint"] == str((first / "checkpoints" / "last.ckpt").resolve())
+    cli = run_cli([*common, "--data.forget", "unlearn_pl.data.ForgetClasses",
+                   "--data.forget.classes", "[2]", "--data.previous_requests",
+                   str(first / "splits.json"), "--model.init_args.original",
+                   produced[0]["checkpoint"], *quiet(tmp_path / "second")])
+    second = tmp_path / "second" / "lightning_logs" / "run"
+    record = json.loads((second / "splits.json").read_text())
+    assert [r["request"] for r in record["requests"]] == [{"forget_classes": [1]},
+                                                          {"forget_classes": [2]}]
+    assert record["requests"][0] == produced[0]
+    assert record["requests"][1]["checkpoint"] == str((second / "checkpoints" /
+                                                       "last.ckpt").resolve())
+    targets = cli.datamodule.splits["forget"][1]
+    assert set(targets.tolist()) == {1, 2}  # both requests are audited
+    assert not {1, 2} & set(cli.datamodule.splits["retain"][1].tolist())

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.conftest import SYNTHETIC, make_trainer
+from tests.conftest import SYNTHETIC, make_datamodule, make_trainer
 from unlearn_pl.cli import UnlearnCLI
 from unlearn_pl.data import (
     ForgetClasses,
@@ -110,3 +110,72 @@ model:
     trainer.save_checkpoint(tmp_path / "model.ckpt")
     saved = torch.load(tmp_path / "model.ckpt", weights_only=True)
     assert saved["datamodule_hyper_parameters"]["forget_classes"] == [2]
+
+
+# ------------------------------------------------------------------ the next request
+def _first_run(tmp_path: Path, forget: Any) -> Path:
+    """The splits.json the first request's run writes."""
+
+    path = tmp_path / "first" / "splits.json"
+    path.parent.mkdir()
+    make_datamodule(forget=forget)._write_splits(path)
+    return path
+
+
+def test_a_follow_up_keeps_earlier_forgotten_samples_forgotten(tmp_path: Path) -> None:
+    first = _first_run(tmp_path, ForgetCount(20))
+    earlier = set(make_datamodule(forget=ForgetCount(20)).split_ids()["forget"])
+    follow_up = make_datamodule(forget=ForgetCount(15), previous_requests=str(first))
+    ids = follow_up.split_ids()
+    # Drawn from what remains: 15 new samples, the 20 earlier ones still forgotten.
+    assert earlier < set(ids["forget"]) and len(ids["forget"]) == 35
+    assert not set(ids["retain"]) & set(ids["forget"])
+    assert set(ids["retain"]) | set(ids["forget"]) == set(ids["train"])
+    follow_up._write_splits(tmp_path / "splits.json")
+    requests = follow_up.requests()
+    assert [r["request"] for r in requests] == [{"forget_count": 20}, {"forget_count": 15}]
+    assert set(requests[0]["ids"]) == earlier and len(requests[1]["ids"]) == 15
+    assert requests[1]["time"] is not None
+    # A third request reads the whole log.
+    third = make_datamodule(forget=ForgetCount(5), previous_requests=str(tmp_path /
+                                                                         "splits.json"))
+    assert len(third.split_ids()["forget"]) == 40 and len(third.requests()) == 3
+
+
+def test_class_wise_follow_up_divides_held_out_data_by_every_class(tmp_path: Path) -> None:
+    first = _first_run(tmp_path, ForgetClasses([1]))
+    splits = make_datamodule(forget=ForgetClasses([2]), previous_requests=str(first)).splits
+    assert set(splits["forget"][1].tolist()) == {1, 2}
+    assert set(splits["forget_test"][1].tolist()) == {1, 2}
+    assert not {1, 2} & set(splits["retain_test"][1].tolist())
+
+
+@pytest.mark.parametrize("first, second, message", [
+    (ForgetClasses([1]), ForgetClasses([1, 3]), r"names classes \[1\] that earlier requests "
+                                                "already forgot"),
+    (ForgetClasses([1]), ForgetCount(5), "cannot follow \\['forget_classes'\\] requests"),
+    (ForgetFraction(0.1), ForgetIds.of([0, 1, 2]), "names ids .* that earlier requests"),
+    (ForgetCount(5), ForgetIds.of([10_000]), "out of range"),
+])
+def test_bad_follow_ups_are_refused_before_any_work(tmp_path: Path, first: Any, second: Any,
+                                                    message: str) -> None:
+    path = _first_run(tmp_path, first)
+    if isinstance(second, ForgetIds) and second.ids == [0, 1, 2]:  # name the earlier ids
+        earlier = make_datamodule(forget=first).split_ids()["forget"][:3]
+        second = ForgetIds.of(earlier)
+    with pytest.raises(ValueError, match=message):
+        _ = make_datamodule(forget=second, previous_requests=str(path)).splits
+
+
+def test_a_follow_up_needs_the_earlier_runs_data(tmp_path: Path) -> None:
+    path = _first_run(tmp_path, ForgetCount(5))
+    with pytest.raises(ValueError, match="seed 0, this one a SyntheticDataModule with seed 4"):
+        make_datamodule(forget=ForgetCount(5), seed=4, previous_requests=str(path))
+    with pytest.raises(ValueError, match="trained on other samples"):
+        _ = make_datamodule(forget=ForgetCount(5), num_samples=150,
+                            previous_requests=str(path)).splits
+    with pytest.raises(FileNotFoundError, match="splits.json of the run that unlearned"):
+        make_datamodule(forget=ForgetCount(5), previous_requests=str(tmp_path / "nope.json"))
+    (tmp_path / "other.json").write_text('{"a": 1}')
+    with pytest.raises(ValueError, match="is not the splits.json of an unlearn_pl run"):
+        make_datamodule(forget=ForgetCount(5), previous_requests=str(tmp_path / "other.json"))

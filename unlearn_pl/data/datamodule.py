@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -19,8 +20,10 @@ from torchvision.transforms import v2
 from unlearn_pl.data.core import ImageData, ImageTensorDataset, Task
 from unlearn_pl.data.requests import (
     FLAT_KEYS,
+    FollowUp,
     ForgetRequest,
     build_request,
+    read_requests,
     request_from_flat,
 )
 from unlearn_pl.data.splits import (  # noqa: F401  (re-exported: their home until 0.2)
@@ -98,6 +101,11 @@ class UnlearningDataModule(LightningDataModule):
         normalization: per-channel ``[mean, std]`` the network normalises with (e.g.
             ImageNet's for a network trained with it); default: the training images'
             statistics.
+        previous_requests: the ``splits.json`` of the run that unlearned the earlier
+            request(s), for a request made after them (the method's ``original`` is then that
+            run's checkpoint): the samples they forgot stay forgotten
+            (:class:`~unlearn_pl.data.requests.FollowUp`), and this run's ``splits.json`` lists
+            every request in order (``requests``: ids, time, the checkpoint it produced).
     """
 
     if TYPE_CHECKING:  # Lightning types it as a MutableMapping; it is an attribute dict.
@@ -116,7 +124,8 @@ class UnlearningDataModule(LightningDataModule):
                  probe_splits: Literal["all", "minimal"] = "all",
                  augment: bool = True, num_channels: Literal[1, 3] | None = None,
                  image_size: int | None = None,
-                 normalization: list[list[float]] | None = None) -> None:
+                 normalization: list[list[float]] | None = None,
+                 previous_requests: str | None = None) -> None:
         super().__init__()
         flat = {"forget_classes": forget_classes, "forget_fraction": forget_fraction,
                 "forget_count": forget_count, "forget_ids": forget_ids,
@@ -136,6 +145,19 @@ class UnlearningDataModule(LightningDataModule):
                           f"{type(forget).__name__}, init_args: ...}}", DeprecationWarning,
                           stacklevel=2)
         self.forget_request = forget
+        self._earlier: list[dict[str, Any]] = []
+        self._trained_on: list[int] = []
+        if previous_requests is not None:
+            self._earlier, record = read_requests(previous_requests)
+            if record.get("datamodule") != type(self).__name__ or \
+                    record.get("hparams", {}).get("seed") != seed:
+                raise ValueError(f"{previous_requests} is a {record.get('datamodule')} run with "
+                                 f"seed {record.get('hparams', {}).get('seed')}, this one a "
+                                 f"{type(self).__name__} with seed {seed}: a follow-up request "
+                                 "needs the earlier run's data config (its config.yaml)")
+            self._trained_on = record["splits"]["train"]
+            FollowUp(forget, self._earlier, self._trained_on)  # refuses mixed kinds now
+        self._request: dict[str, str | None] = {"time": None, "checkpoint": None}
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
                             ("forget_batch_size", forget_batch_size),
                             ("eval_max_samples", eval_max_samples),
@@ -268,7 +290,9 @@ class UnlearningDataModule(LightningDataModule):
     def splits(self) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
         """``{split: (images, targets, ids)}``; computed once, deterministically from ``seed``."""
         if self._splits is None:
-            self._splits = make_splits(self.data, self.forget_request, seed=self.seed,
+            request = (FollowUp(self.forget_request, self._earlier, self._trained_on)
+                       if self._earlier else self.forget_request)
+            self._splits = make_splits(self.data, request, seed=self.seed,
                                        unseen_fraction=self.hparams.unseen_fraction,
                                        val_fraction=self.hparams.val_fraction)
         return self._splits
@@ -368,14 +392,36 @@ class UnlearningDataModule(LightningDataModule):
             out += [f"{where}: {w.message}" for w in caught]
         return out
 
+    def requests(self) -> list[dict[str, Any]]:
+        """Every request in order, this one last: ``{"request": {key: value}, "ids": [...],
+        "time": ..., "checkpoint": ...}`` with the ids each one added to the forget set, when it
+        was made and the checkpoint its run produced (filled when a fit ends)."""
+        earlier = {i for entry in self._earlier for i in entry["ids"]}
+        new = [i for i in self.split_ids()["forget"] if i not in earlier]
+        return [*self._earlier, {"request": self.forget_request.flat(), "ids": new,
+                                 **self._request}]
+
     @rank_zero_only
     def _write_splits(self, path: Path) -> None:
         held_out = "test" if self.data.test_images is not None else "train"
         validation = "validation" if self.has_official_validation else held_out
+        if self._request["time"] is None:
+            self._request["time"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         record = {"held_out_ids_index": held_out, "validation_ids_index": validation,
-                  "datamodule": type(self).__name__,
-                  "hparams": dict(self.hparams), "splits": self.split_ids()}
+                  "datamodule": type(self).__name__, "hparams": dict(self.hparams),
+                  "requests": self.requests(), "splits": self.split_ids()}
         atomic_write_text(path, json.dumps(record))
+        self._splits_file = path
+
+    def teardown(self, stage: str) -> None:
+        """After a fit: record in ``splits.json`` the checkpoint the run produced (its last,
+        else its best)."""
+        callback = getattr(self.trainer, "checkpoint_callback", None) if self.trainer else None
+        produced = callback and (callback.last_model_path or callback.best_model_path)
+        path = getattr(self, "_splits_file", None)
+        if stage == "fit" and produced and path is not None:
+            self._request["checkpoint"] = str(Path(produced).resolve())
+            self._write_splits(path)
 
     # ---------------------------------------------------------------- loaders
     def train_transform(self) -> Callable[[Tensor], Tensor] | None:

@@ -29,8 +29,9 @@ from torch import Tensor
 
 from unlearn_pl.data.core import Task
 
-__all__ = ["ForgetClasses", "ForgetCount", "ForgetFirst", "ForgetFraction", "ForgetGroups",
-           "ForgetIds", "ForgetRequest", "build_request", "read_id_file", "request_from_flat"]
+__all__ = ["FollowUp", "ForgetClasses", "ForgetCount", "ForgetFirst", "ForgetFraction",
+           "ForgetGroups", "ForgetIds", "ForgetRequest", "build_request", "read_id_file",
+           "read_requests", "request_from_flat"]
 
 
 class ForgetRequest:
@@ -295,6 +296,111 @@ class ForgetIds(ForgetRequest):
         mask = torch.zeros(len(targets), dtype=torch.bool)
         mask[torch.tensor(ids, dtype=torch.long)] = True
         return mask
+
+
+class FollowUp(ForgetRequest):
+    """A request made after earlier ones, applied to the network they produced: the samples
+    they forgot stay forgotten (out of retain, in the forget set that is audited), and a
+    random draw (``ForgetFraction``, ``ForgetCount``) is drawn from what remains.
+
+    The forget split is the union of every request; the retrain reference of a follow-up is
+    trained without all of them.
+
+    Args:
+        request: the new request.
+        earlier: the earlier requests in order, as :func:`read_requests` gives them
+            (``{"request": {key: value}, "ids": [...], ...}``).
+        trained_on: the ids the earlier runs' networks were trained on (their ``train`` split),
+            checked against this run's.
+    """
+
+    def __init__(self, request: ForgetRequest, earlier: Sequence[Mapping[str, Any]],
+                 trained_on: Sequence[int]) -> None:
+        kinds = {_kind(entry["request"]) for entry in earlier}
+        if kinds != {_kind(request.flat())}:
+            raise ValueError(f"a {type(request).__name__} cannot follow {sorted(kinds)} "
+                             "requests: successive requests must all forget classes, all "
+                             "groups, or all samples (fraction, count, ids, first)")
+        self.request = request
+        self.earlier = [dict(entry) for entry in earlier]
+        self.forgotten = sorted({int(i) for entry in earlier for i in entry["ids"]})
+        self.trained_on = [int(i) for i in trained_on]
+        self.key = request.key  # type: ignore[misc]
+        self.class_wise = request.class_wise  # type: ignore[misc]
+
+    def value(self) -> Any:
+        return self.request.value()
+
+    def flat(self) -> dict[str, Any]:
+        """The cumulative classes or groups for class- and group-wise requests (the held-out
+        data is divided by them); the new request's plain form otherwise."""
+        flat = self.request.flat()
+        if self.key in ("forget_classes", "forget_groups"):
+            earlier = [v for entry in self.earlier for v in entry["request"][self.key]]
+            return {self.key: sorted({*earlier, *flat[self.key]})}
+        return flat
+
+    def select(self, targets: Tensor, pool: Tensor, *, task: Task = "multiclass",
+               num_classes: int, groups: Tensor | None = None, seed: int = 0) -> Tensor:
+        if sorted(pool.tolist()) != sorted(self.trained_on):
+            raise ValueError("the earlier requests were unlearned from a network trained on "
+                             "other samples (another dataset, seed or unseen_fraction): give "
+                             "this run the data config of the earlier run (its config.yaml)")
+        again = sorted(set(self.request.value()) & set(self._earlier_values())) \
+            if self.key in ("forget_classes", "forget_groups") else \
+            sorted(set(getattr(self.request, "ids", [])) & set(self.forgotten))
+        if again:
+            what = self.key.split("_")[1]
+            raise ValueError(f"the request names {what} {again[:10]} that earlier requests "
+                             f"already forgot: ask only for new {what}")
+        forgotten = torch.tensor(self.forgotten, dtype=torch.long)
+        remaining = pool[~torch.isin(pool, forgotten)]
+        new = self.request.select(targets, remaining, task=task, num_classes=num_classes,
+                                  groups=groups, seed=seed)
+        return torch.cat([forgotten, new]).unique().sort().values
+
+    def _earlier_values(self) -> list[Any]:
+        return [v for entry in self.earlier for v in entry["request"].get(self.key, [])]
+
+
+def _kind(flat: Mapping[str, Any]) -> str:
+    key = next(iter(flat))
+    return key if key in ("forget_classes", "forget_groups") else "samples"
+
+
+def read_requests(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The requests a run's ``splits.json`` lists, in order (``{"request": {key: value},
+    "ids": [...], "time": ..., "checkpoint": ...}``), and the record itself.
+
+    A ``splits.json`` written before 0.3 lists no requests: its one request is read from its
+    hyperparameters and forget split.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a ``splits.json`` of an unlearn_pl run.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"previous_requests file {path} does not exist: give the "
+                                "splits.json of the run that unlearned the earlier request "
+                                "(in its log folder, beside config.yaml)")
+    try:
+        record = json.loads(path.read_text())
+        splits = record["splits"]
+        requests = record.get("requests")
+        if requests is None:
+            flat = {k: v for k, v in record["hparams"].items() if k in FLAT_KEYS and v is not None}
+            requests = [{"request": flat, "ids": splits["forget"], "time": None,
+                         "checkpoint": None}]
+        for entry in requests:
+            if not (isinstance(entry["request"], dict) and len(entry["request"]) == 1
+                    and entry["request"].keys() <= set(FLAT_KEYS)):
+                raise ValueError(f"unknown request {entry['request']!r}")
+            entry["ids"] = [int(i) for i in entry["ids"]]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path} is not the splits.json of an unlearn_pl run ({error}): give "
+                         "the splits.json in the earlier run's log folder") from None
+    return requests, record
 
 
 _BY_KEY: dict[str, Any] = {  # key -> request class (each takes its one value)
