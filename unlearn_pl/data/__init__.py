@@ -2,8 +2,9 @@
 
 from unlearn_pl.data.celeba import CelebADataModule, MUCACDataModule
 from unlearn_pl.data.cifar import CIFAR10DataModule, CIFAR100DataModule, MNISTDataModule
-from unlearn_pl.data.core import ImageData, ImageTensorDataset
+from unlearn_pl.data.core import ImageData, ImageTensorDataset, LazyImages
 from unlearn_pl.data.datamodule import UnlearningDataModule
+from unlearn_pl.data.dataset import DatasetDataModule, FileListDataModule, FileListDataset
 from unlearn_pl.data.digits import DigitsDataModule, load_digits_data
 from unlearn_pl.data.fer2013 import FER2013DataModule
 from unlearn_pl.data.image_folder import ImageFolderDataModule
@@ -12,6 +13,7 @@ from unlearn_pl.data.mufac import MUFACDataModule
 from unlearn_pl.data.olivetti import OlivettiDataModule, load_olivetti_data
 from unlearn_pl.data.rafdb import RAFDBDataModule
 from unlearn_pl.data.requests import (
+    FollowUp,
     ForgetClasses,
     ForgetCount,
     ForgetFirst,
@@ -33,8 +35,12 @@ __all__ = [
     "UTKFaceDataModule",
     "CIFAR10DataModule",
     "CIFAR100DataModule",
+    "DatasetDataModule",
     "DigitsDataModule",
     "FER2013DataModule",
+    "FileListDataModule",
+    "FileListDataset",
+    "FollowUp",
     "ForgetClasses",
     "ForgetCount",
     "ForgetFirst",
@@ -45,6 +51,7 @@ __all__ = [
     "ImageData",
     "ImageFolderDataModule",
     "ImageTensorDataset",
+    "LazyImages",
     "MNISTDataModule",
     "OlivettiDataModule",
     "SyntheticDataModule",

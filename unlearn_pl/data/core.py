@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -150,3 +150,55 @@ class ImageTensorDataset(Dataset[tuple[Tensor, Tensor, Tensor]]):
                 finally:
                     generator.set_state(state)
         return image, self.targets[index], self.ids[index]
+
+
+class LazyImages:
+    """Images of a dataset decoded when read: what stands in for the ``uint8`` ``N×C×H×W``
+    tensor of :class:`ImageData` when the decoded dataset would not fit in memory.
+
+    Indexing with an integer decodes that image (``uint8`` ``C×H×W``); indexing with ids, a
+    mask or a slice gives the view of those rows, decoding nothing; :meth:`float` decodes the
+    rows of a view (a batch).
+
+    Args:
+        read: decodes row ``i`` of the source into a ``uint8`` ``C×H×W`` tensor.
+        rows: the source rows of this view.
+        shape: ``(C, H, W)`` of every image.
+    """
+
+    dtype = torch.uint8
+
+    def __init__(self, read: Callable[[int], Tensor], rows: Tensor,
+                 shape: tuple[int, int, int]) -> None:
+        self.read, self.rows, self.image_shape = read, rows, tuple(shape)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self.rows), *self.image_shape))
+
+    def dim(self) -> int:
+        return 4
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, int) or (isinstance(key, Tensor) and key.dim() == 0):
+            image = self.read(int(self.rows[int(key)]))
+            if tuple(image.shape) != self.image_shape:
+                raise ValueError(f"image {int(self.rows[int(key)])} has shape "
+                                 f"{tuple(image.shape)}, the others {self.image_shape}: set "
+                                 "image_size (and num_channels) to read them at one size")
+            return image
+        return LazyImages(self.read, self.rows[key], self.image_shape)  # type: ignore[arg-type]
+
+    def float(self) -> Tensor:
+        """The rows decoded, as ``float32`` ``N×C×H×W`` in [0, 255]."""
+        return torch.stack([self[i] for i in range(len(self))]).float()
+
+    def sample(self, count: int, seed: int = 0) -> LazyImages:
+        """A seeded subset of ``count`` rows (all when there are fewer)."""
+        if len(self) <= count:
+            return self
+        keep = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:count]
+        return self[keep.sort().values]

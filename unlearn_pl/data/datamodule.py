@@ -7,7 +7,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
-from unlearn_pl.data.core import ImageData, ImageTensorDataset, Task
+from unlearn_pl.data.core import ImageData, ImageTensorDataset, LazyImages, Task
 from unlearn_pl.data.requests import (
     FLAT_KEYS,
     FollowUp,
@@ -39,6 +39,9 @@ from unlearn_pl.data.splits import (  # noqa: F401  (re-exported: their home unt
     make_splits,
 )
 from unlearn_pl.utils import atomic_write_text
+
+#: Images a streamed dataset's normalisation statistics are estimated from.
+STATISTICS_SAMPLE = 2048
 
 
 class UnlearningDataModule(LightningDataModule):
@@ -108,6 +111,10 @@ class UnlearningDataModule(LightningDataModule):
             every request in order (``requests``: ids, time, the checkpoint it produced).
     """
 
+    #: Arguments of a subclass kept out of the hyperparameters (objects such as a Dataset:
+    #: checkpoints hold plain values only); the subclass records a plain form of them.
+    not_hyperparameters: ClassVar[tuple[str, ...]] = ()
+
     if TYPE_CHECKING:  # Lightning types it as a MutableMapping; it is an attribute dict.
         @property
         def hparams(self) -> Any: ...
@@ -176,7 +183,7 @@ class UnlearningDataModule(LightningDataModule):
         # hyperparameters that share a key with different values (``seed``: the method's own
         # seed need not be the split's). The run's config.yaml and splits.json hold them all,
         # and the checkpoint still saves them.
-        self.save_hyperparameters(ignore=["forget"], logger=False)
+        self.save_hyperparameters(ignore=["forget", *self.not_hyperparameters], logger=False)
         # The request's plain form is what the hyperparameters (and checkpoints) keep, set
         # after the fact: a subclass's frame (its **kwargs) would pass None for each.
         self.hparams.update({key: None for key in FLAT_KEYS} | forget.flat())
@@ -241,7 +248,10 @@ class UnlearningDataModule(LightningDataModule):
             if any(v <= 0 for v in given[1]):
                 raise ValueError(f"normalization std must be positive, got {given[1]}")
             return [[float(v) for v in given[0]], [float(v) for v in given[1]]]
-        images = self.data.train_images.float().div(255)
+        stored: Tensor | LazyImages = self.data.train_images
+        if isinstance(stored, LazyImages):  # streamed: a seeded sample, not a pass over all
+            stored = stored.sample(STATISTICS_SAMPLE)
+        images = stored.float().div(255)
         mean = images.mean(dim=(0, 2, 3))
         std = images.std(dim=(0, 2, 3)).clamp(min=1e-3)
         return [[round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]]
