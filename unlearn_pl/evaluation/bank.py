@@ -78,7 +78,8 @@ def _recipe(datamodule: UnlearningDataModule, recipe: Mapping[str, Any] | None) 
         raise ValueError("a retrain network starts from a random initialisation: the recipe "
                          "must not name an original network")
     linked = {"num_classes": datamodule.num_classes, "in_channels": datamodule.num_channels,
-              "normalization": datamodule.normalization, "task": datamodule.task}
+              "normalization": datamodule.normalization, "task": datamodule.task,
+              "input_size": datamodule.input_size}
     mismatched = {k: (given[k], v) for k, v in linked.items()
                   if given.get(k) is not None and _plain(given[k]) != _plain(v)}
     if mismatched:
