@@ -464,3 +464,16 @@ def test_a_second_request_unlearns_the_first_ones_result(original_ckpt: str,
     targets = cli.datamodule.splits["forget"][1]
     assert set(targets.tolist()) == {1, 2}  # both requests are audited
     assert not {1, 2} & set(cli.datamodule.splits["retain"][1].tolist())
+
+
+@pytest.mark.parametrize("network, message", [
+    ('{"class_path": "torchvision.models.no_such_net"}', "unknown network class path"),
+    ('{"class_path": "torch.nn.Flatten"}', "found no final linear classifier"),
+])
+def test_unusable_network_is_refused_before_anything_is_written(
+        network: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    first = refused(["fit", "--config", str(CONFIGS / "trainer" / "cpu.yaml"), "--config",
+                     str(CONFIGS / "methods" / "original.yaml"), *SYNTHETIC_DATA,
+                     "--model.init_args.network", network, *quiet(tmp_path)], capsys)
+    assert message in first
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))
