@@ -34,8 +34,8 @@ class UnlearningModule(LightningModule):
     dict batch ``{split: (images, targets, ids)}``) and :attr:`epoch_split` (one epoch = one pass
     over it), and implements ``training_step``. Everything else lives here:
 
-    * the network, built by name from plain hyperparameters and, if ``original`` is given,
-      loaded from the original's checkpoint (a Lightning checkpoint or a state dict);
+    * the network, built by name (``arch``) or from your own class path (``network``), both
+      plain hyperparameters, and, if ``original`` is given, loaded from the original's weights;
     * frozen copies (:meth:`frozen_copy`): eval mode, out of the optimiser, out of checkpoints;
     * the optimiser and schedule (:meth:`configure_optimizers`);
     * evaluation at validation and test, in eval mode on untransformed data, logging under
