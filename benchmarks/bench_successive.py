@@ -49,7 +49,7 @@ def fit(name: str, args: argparse.Namespace, root: Path, request: list[str],
     cli = run_cli(argv)
     trainer, module = cli.trainer, cli.model
     tested = trainer.test(module, datamodule=cli.datamodule, verbose=False)[0]
-    checkpoint = trainer.checkpoint_callback.last_model_path  # type: ignore[union-attr]
+    checkpoint = cli.datamodule.requests()[-1]["checkpoint"]  # what splits.json records
     return {"test": {k: round(float(tested[f"test/{k}"]), 4) for k in KEYS},
             "fit_seconds": round(module.fit_seconds, 2), "checkpoint": checkpoint,
             "splits": str(Path(trainer.log_dir or root) / "splits.json"),

@@ -424,10 +424,11 @@ class UnlearningDataModule(LightningDataModule):
         self._splits_file = path
 
     def teardown(self, stage: str) -> None:
-        """After a fit: record in ``splits.json`` the checkpoint the run produced (its last,
-        else its best)."""
-        callback = getattr(self.trainer, "checkpoint_callback", None) if self.trainer else None
-        produced = callback and (callback.last_model_path or callback.best_model_path)
+        """After a fit: record in ``splits.json`` the checkpoint the run produced (its last
+        checkpoint, else the first checkpoint callback's best)."""
+        callbacks = getattr(self.trainer, "checkpoint_callbacks", []) if self.trainer else []
+        produced = next((c.last_model_path for c in callbacks if c.last_model_path), None) or \
+            next((c.best_model_path for c in callbacks if c.best_model_path), None)
         path = getattr(self, "_splits_file", None)
         if stage == "fit" and produced and path is not None:
             self._request["checkpoint"] = str(Path(produced).resolve())
