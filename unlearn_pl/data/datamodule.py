@@ -152,18 +152,16 @@ class UnlearningDataModule(LightningDataModule):
                           f"{type(forget).__name__}, init_args: ...}}", DeprecationWarning,
                           stacklevel=2)
         self.forget_request = forget
-        self._earlier: list[dict[str, Any]] = []
-        self._trained_on: list[int] = []
+        self._follow_up: FollowUp | None = None
         if previous_requests is not None:
-            self._earlier, record = read_requests(previous_requests)
+            earlier, record = read_requests(previous_requests)
             if record.get("datamodule") != type(self).__name__ or \
                     record.get("hparams", {}).get("seed") != seed:
                 raise ValueError(f"{previous_requests} is a {record.get('datamodule')} run with "
                                  f"seed {record.get('hparams', {}).get('seed')}, this one a "
                                  f"{type(self).__name__} with seed {seed}: a follow-up request "
                                  "needs the earlier run's data config (its config.yaml)")
-            self._trained_on = record["splits"]["train"]
-            FollowUp(forget, self._earlier, self._trained_on)  # refuses mixed kinds now
+            self._follow_up = FollowUp(forget, earlier, record["splits"]["train"])
         self._request: dict[str, str | None] = {"time": None, "checkpoint": None}
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
                             ("forget_batch_size", forget_batch_size),
@@ -300,9 +298,8 @@ class UnlearningDataModule(LightningDataModule):
     def splits(self) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
         """``{split: (images, targets, ids)}``; computed once, deterministically from ``seed``."""
         if self._splits is None:
-            request = (FollowUp(self.forget_request, self._earlier, self._trained_on)
-                       if self._earlier else self.forget_request)
-            self._splits = make_splits(self.data, request, seed=self.seed,
+            self._splits = make_splits(self.data, self._follow_up or self.forget_request,
+                                       seed=self.seed,
                                        unseen_fraction=self.hparams.unseen_fraction,
                                        val_fraction=self.hparams.val_fraction)
         return self._splits
@@ -406,10 +403,10 @@ class UnlearningDataModule(LightningDataModule):
         """Every request in order, this one last: ``{"request": {key: value}, "ids": [...],
         "time": ..., "checkpoint": ...}`` with the ids each one added to the forget set, when it
         was made and the checkpoint its run produced (filled when a fit ends)."""
-        earlier = {i for entry in self._earlier for i in entry["ids"]}
-        new = [i for i in self.split_ids()["forget"] if i not in earlier]
-        return [*self._earlier, {"request": self.forget_request.flat(), "ids": new,
-                                 **self._request}]
+        earlier = self._follow_up.earlier if self._follow_up is not None else []
+        forgotten = {i for entry in earlier for i in entry["ids"]}
+        new = [i for i in self.split_ids()["forget"] if i not in forgotten]
+        return [*earlier, {"request": self.forget_request.flat(), "ids": new, **self._request}]
 
     @rank_zero_only
     def _write_splits(self, path: Path) -> None:
