@@ -8,6 +8,7 @@ re-initialises a block with its own initialiser.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -374,11 +375,8 @@ def check_network_file(path: str | Path) -> Path:
 
 def _load_file(path: Path) -> Any:
     if path.suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError:
-            raise ValueError(f"{path} is a safetensors file: pip install safetensors to read "
-                             "it") from None
+        from safetensors.torch import load_file
+
         return load_file(str(path), device="cpu")
     return torch.load(path, map_location="cpu", weights_only=True)
 
@@ -401,10 +399,10 @@ def read_network_state(path: str | Path) -> tuple[dict[str, Tensor], dict[str, A
             names the file and what a valid one is.
     """
     path = check_network_file(path)
+    if path.suffix == ".safetensors" and importlib.util.find_spec("safetensors") is None:
+        raise ValueError(f"{path} is a safetensors file: pip install safetensors to read it")
     try:
         obj = _load_file(path)
-    except ValueError:
-        raise
     except Exception as error:  # torch raises OSError, KeyError, RuntimeError, UnpicklingError...
         # Never pass on torch's advice to retry with weights_only=False: that runs the file's
         # code. A valid checkpoint never needs it.
