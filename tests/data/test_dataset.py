@@ -126,3 +126,15 @@ def test_bad_file_lists_are_refused(tmp_path: Path, content: str, message: str) 
     (tmp_path / "train.csv").write_text(content)
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         FileListDataModule(str(tmp_path / "train.csv"), forget=ForgetCount(1))
+
+
+def test_label_vectors_make_a_multilabel_task() -> None:
+    class Labels(Images):
+        def __getitem__(self, index: int) -> Any:
+            image, target = super().__getitem__(index)
+            return image, torch.tensor([target == 0, target == 1, True]).float()
+
+    datamodule = DatasetDataModule(Labels(), forget=ForgetCount(6))
+    assert datamodule.task == "multilabel" and datamodule.num_classes == 3
+    assert datamodule.data.train_targets.shape == (60, 3)
+    assert datamodule.data.classes == ["0", "1", "2"]
