@@ -45,3 +45,23 @@ def test_shim_is_harmless_when_the_library_loads(monkeypatch) -> None:  # type: 
     monkeypatch.setattr(torch.ops, "load_library", lambda path: None)
     assert _compat.ensure_torchvision_importable() is False
     assert _compat._torchvision_lib is None
+
+
+def test_a_function_class_path_takes_command_line_overrides(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # jsonargparse 4.53 re-parses the module's config when a later argument changes it, and
+    # fails on a function class_path inside init_args unless the shim is applied (run_cli does).
+    from tests.conftest import REPO
+    from unlearn_pl.cli import run_cli
+
+    monkeypatch.setattr(sys, "argv", ["unlearn-pl"])
+    config = tmp_path / "net.yaml"
+    config.write_text("model:\n  init_args:\n    network:\n      class_path: "
+                      "torchvision.models.resnet18\n      init_args: {num_classes: 10}\n")
+    cli = run_cli(["fit", "--config", str(REPO / "configs" / "methods" / "original.yaml"),
+                   "--config", str(REPO / "configs" / "data" / "digits.yaml"), "--config",
+                   str(config), "--model.init_args.lr", "0.123", "--data.init_args.num_channels",
+                   "3", "--trainer.fast_dev_run", "true",
+                   "--trainer.accelerator", "cpu", "--trainer.default_root_dir", str(tmp_path),
+                   "--trainer.enable_progress_bar", "false"])
+    assert cli.model.hparams.lr == 0.123  # type: ignore[attr-defined]
+    assert cli.model.network.head_path == "fc"  # type: ignore[attr-defined]

@@ -69,9 +69,9 @@ def ensure_torchvision_importable() -> bool:
 
 
 def jsonargparse_function_class_paths() -> None:
-    """Let a config give a function as a ``class_path`` inside a module's ``init_args``
-    (``network: {class_path: torchvision.models.resnet50}``) and still take command-line
-    overrides of the module.
+    """Let a config give a function with its own ``init_args`` as a ``class_path`` inside a
+    module's ``init_args`` (``network: {class_path: torchvision.models.resnet50, init_args:
+    {num_classes: 10}}``) and still take command-line overrides of the module.
 
     jsonargparse 4.53, re-parsing such a config when a later argument changes the module
     (``--model.init_args.original ...``), passes ``linked_targets`` on to
