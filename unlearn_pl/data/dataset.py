@@ -134,24 +134,25 @@ def read_dataset(dataset: Dataset[Any], name: str, channels: int | None = None,
     first = reader(0)
     stream = count * first.numel() > in_memory_mb * 2**20
     known = getattr(dataset, "targets", None)
+    decoded: list[Tensor] = []
     if stream and known is not None and len(known) == count:
         targets = [_target(t, f"{name}[{i}]") for i, t in enumerate(known)]
-        images: Any = LazyImages(reader, torch.arange(count), tuple(first.shape))  # type: ignore[arg-type]
     else:
-        decoded, targets = [], []
+        targets = []
         for index in range(count):
             image, target = _sample(dataset, index, name)
             targets.append(_target(target, f"{name}[{index}]"))
             if not stream:
                 decoded.append(_fit(as_image(image, f"{name}[{index}]"), channels, size))
-        if stream:
-            images = LazyImages(reader, torch.arange(count), tuple(first.shape))  # type: ignore[arg-type]
-        else:
-            shapes = sorted({tuple(i.shape) for i in decoded})
-            if len(shapes) > 1:
-                raise ValueError(f"images of {name} differ in shape {shapes[:3]}; set image_size "
-                                 "(and num_channels) to read them at one size")
-            images = torch.stack(decoded)
+    images: Any
+    if stream:
+        images = LazyImages(reader, torch.arange(count), tuple(first.shape))  # type: ignore[arg-type]
+    else:
+        shapes = sorted({tuple(i.shape) for i in decoded})
+        if len(shapes) > 1:
+            raise ValueError(f"images of {name} differ in shape {shapes[:3]}; set image_size "
+                             "(and num_channels) to read them at one size")
+        images = torch.stack(decoded)
     if len({tuple(t.shape) for t in targets}) > 1:
         raise ValueError(f"the targets of {name} mix class ids and label vectors")
     return cast(Tensor, images), torch.stack(targets)
