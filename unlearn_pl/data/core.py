@@ -184,9 +184,10 @@ class LazyImages:
 
     def __getitem__(self, key: Any) -> Any:
         if isinstance(key, int) or (isinstance(key, Tensor) and key.dim() == 0):
-            image = self.read(int(self.rows[int(key)]))
+            row = int(self.rows[int(key)])
+            image = self.read(row)
             if tuple(image.shape) != self.image_shape:
-                raise ValueError(f"image {int(self.rows[int(key)])} has shape "
+                raise ValueError(f"image {row} has shape "
                                  f"{tuple(image.shape)}, the others {self.image_shape}: set "
                                  "image_size (and num_channels) to read them at one size")
             return image

@@ -403,8 +403,9 @@ class UnlearningDataModule(LightningDataModule):
         """Every request in order, this one last: ``{"request": {key: value}, "ids": [...],
         "time": ..., "checkpoint": ...}`` with the ids each one added to the forget set, when it
         was made and the checkpoint its run produced (filled when a fit ends)."""
-        earlier = self._follow_up.earlier if self._follow_up is not None else []
-        forgotten = {i for entry in earlier for i in entry["ids"]}
+        follow_up = self._follow_up
+        earlier = follow_up.earlier if follow_up is not None else []
+        forgotten = set(follow_up.forgotten) if follow_up is not None else set()
         new = [i for i in self.split_ids()["forget"] if i not in forgotten]
         return [*earlier, {"request": self.forget_request.flat(), "ids": new, **self._request}]
 

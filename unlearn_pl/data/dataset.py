@@ -24,6 +24,7 @@ from torchvision.transforms.v2 import functional as TF
 from unlearn_pl.data.core import ImageData, LazyImages
 from unlearn_pl.data.datamodule import UnlearningDataModule
 from unlearn_pl.data.images import decode_image
+from unlearn_pl.data.splits import _convert_channels
 
 #: Decoded data up to this size (MiB) is held in memory; larger data is streamed.
 DEFAULT_IN_MEMORY_MB = 4096
@@ -64,13 +65,8 @@ def as_image(image: Any, where: str) -> Tensor:
 
 
 def _fit(image: Tensor, channels: int | None, size: int | None) -> Tensor:
-    if channels is not None and image.shape[0] != channels:
-        if channels == 3 and image.shape[0] == 1:
-            image = image.expand(3, -1, -1)
-        elif channels == 1 and image.shape[0] == 3:
-            image = TF.rgb_to_grayscale(image)
-        else:
-            raise ValueError(f"cannot convert a {image.shape[0]}-channel image to {channels}")
+    if channels is not None and image.shape[0] != channels:  # as every built-in dataset
+        image = _convert_channels(image[None], channels)[0]
     if size is not None and tuple(image.shape[-2:]) != (size, size):
         image = TF.resize(image, [size, size], antialias=True)
     return image.contiguous()
@@ -252,7 +248,8 @@ class FileListDataset(Dataset[tuple[Tensor, int]]):
         if unknown:
             raise ValueError(f"{path} has labels {unknown[:5]} that are not among the training "
                              f"classes {self.classes[:10]}")
-        self.targets = [self.classes.index(label) for label in labels]
+        ids = {label: index for index, label in enumerate(self.classes)}
+        self.targets = [ids[label] for label in labels]
         self.groups = ([int(r["group"]) for r in rows] if all(r.get("group") not in (None, "")
                                                                 for r in rows) else None)
 

@@ -336,8 +336,7 @@ class FollowUp(ForgetRequest):
         data is divided by them); the new request's plain form otherwise."""
         flat = self.request.flat()
         if self.key in ("forget_classes", "forget_groups"):
-            earlier = [v for entry in self.earlier for v in entry["request"][self.key]]
-            return {self.key: sorted({*earlier, *flat[self.key]})}
+            return {self.key: sorted({*self._earlier_values(), *flat[self.key]})}
         return flat
 
     def select(self, targets: Tensor, pool: Tensor, *, task: Task = "multiclass",

@@ -163,10 +163,10 @@ def find_classifier(model: nn.Module, in_channels: int, size: Sequence[int] | No
     """
     size = tuple(size) if size is not None else DEFAULT_TRACE_SIZE
     output, linears, order = _trace(model, in_channels, size)
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    modules = dict(model.named_modules())
+    names = [n for n, m in modules.items() if isinstance(m, nn.Linear)]
     if name is not None:
-        module = dict(model.named_modules()).get(name)
-        if not isinstance(module, nn.Linear):
+        if not isinstance(modules.get(name), nn.Linear):
             raise ValueError(f"classifier {name!r} is not an nn.Linear of the network (its "
                              f"linear layers: {names or 'none'}): name the final linear layer")
     finals = [n for n, out in linears if out.shape == output.shape and torch.equal(out, output)]
@@ -181,24 +181,15 @@ def find_classifier(model: nn.Module, in_channels: int, size: Sequence[int] | No
             "extractor followed by one nn.Linear: name it with model.classifier: <attribute "
             "path>, or wrap the network so that its forward ends with an nn.Linear")
     head = name if name is not None else finals[-1]
-    top = head.split(".")[0]
+    # A child holding only the classifier (``fc``, ``head`` = Dropout + Linear) is not a block.
+    in_head = {id(p) for p in modules[head].parameters()}
     blocks = [child for child in order
-              if any(True for _ in model.get_submodule(child).parameters())
-              and (child != top or _params_outside(model.get_submodule(child), head[len(top):]))]
-    if len(blocks) == 1 and isinstance(model.get_submodule(blocks[0]), nn.Sequential):
+              if any(id(p) not in in_head for p in modules[child].parameters())]
+    if len(blocks) == 1 and isinstance(modules[blocks[0]], nn.Sequential):
         # One container of stages (torchvision's EfficientNet, MobileNet, VGG ``features``).
-        inner = model.get_submodule(blocks[0])
-        blocks = [f"{blocks[0]}.{n}" for n, m in inner.named_children()
+        blocks = [f"{blocks[0]}.{n}" for n, m in modules[blocks[0]].named_children()
                   if any(True for _ in m.parameters())]
     return head, blocks
-
-
-def _params_outside(module: nn.Module, head: str) -> bool:
-    """Whether ``module`` has parameters besides those of its submodule ``head`` (a dotted
-    path starting with ``.``, or empty for ``module`` itself)."""
-    inner = {id(p) for p in module.get_submodule(head.lstrip(".")).parameters()} if head else \
-        {id(p) for p in module.parameters()}
-    return any(id(p) not in inner for p in module.parameters())
 
 
 __all__ = ["DEFAULT_TRACE_SIZE", "find_classifier", "import_network_class",
