@@ -356,13 +356,16 @@ def tune(setting: str, method: str, trials: int = 30, *, timeout: float | None =
     if best is None:
         raise RuntimeError(f"no trial of {method_name} completed ({len(study.trials)} pruned or "
                            f"failed, see {record_path}): widen or move the search space")
+    against = f"and a bank of {references} retrains" if references else \
+        "(accuracy gaps only, no bank)"
     header = (f"# Tuned {method_name} for the {name} setting: {command}\n"
               f"# {TUNED_ON} {split_seed} (its forget request only; report it on "
-              "another seed) against its retrain network and a bank of "
-              f"{references} retrains, on the validation probe.\n"
+              f"another seed) against its retrain network {against}, on the validation "
+              "probe.\n"
               f"# Objective (distance to retrain on the probe): {best.value:.4f} at trial "
               f"{best.number} of {len(study.trials)} ({len(completed)} completed); "
-              f"{seconds:.0f} s in all.\n"
+              f"{seconds - reference_seconds:.0f} s of trials, {reference_seconds:.0f} s "
+              "training or validating the references.\n"
               f"# Searched: {', '.join(d.key for d in space)}.\n")
     config = _with_params(_merged_config(method_paths), best.params)
     atomic_write_text(output, header + yaml.safe_dump(config, sort_keys=False))
