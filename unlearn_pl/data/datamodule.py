@@ -506,6 +506,7 @@ class UnlearningDataModule(LightningDataModule):
             raise ValueError(f"epoch_split {epoch_split!r} is not among the training splits "
                              f"{list(splits)}")
         lengths = {s: len(loader) for s, loader in loaders.items()}
+        mode: Literal["max_size_cycle", "min_size"]
         if lengths[epoch_split] >= max(lengths.values()):
             mode = "max_size_cycle"
         elif lengths[epoch_split] <= min(lengths.values()):

@@ -135,8 +135,9 @@ class UnlearningModule(LightningModule):
         # Per-sample correctness, loss and logit-scaled confidence (the privacy audit's signal)
         # by sample id: DDP-exact means, and what the report and the runner read
         # (``last_samples``).
-        self.eval_samples = nn.ModuleDict({s: PerSampleValues(("correct", "loss", "signal"))
-                                           for s in EVAL_SPLITS})
+        # A ModuleDict (moved with the module, synced under DDP), typed by what it holds.
+        self.eval_samples: dict[str, PerSampleValues] = nn.ModuleDict(  # type: ignore[assignment]
+            {s: PerSampleValues(("correct", "loss", "signal")) for s in EVAL_SPLITS})
         self.last_samples: dict[str, dict[str, Tensor]] = {}
         self.mia = MembershipInferenceAttack(seed=seed)
         if original is not None and Path(original).exists():  # unreadable files fail here
@@ -179,6 +180,12 @@ class UnlearningModule(LightningModule):
         return (p for p in self.network.parameters() if p.requires_grad)
 
     # --------------------------------------------------------------- lifecycle
+    @property
+    def datamodule(self) -> Any:
+        """The :class:`~unlearn_pl.data.UnlearningDataModule` the Trainer runs this module with
+        (Lightning attaches it to the Trainer at run time, untyped)."""
+        return self.trainer.datamodule  # type: ignore[attr-defined]
+
     @property
     def forgets(self) -> bool:
         """Whether this module's weights depend on the forget request (every unlearning method,
@@ -391,7 +398,7 @@ class UnlearningModule(LightningModule):
                                                       else "multiclass")
         self.eval_samples[split].update(ids, self.correct(logits, targets), losses,
                                         logit_confidence(logits, targets, task))
-        nonmember = self.trainer.datamodule.mia_nonmember_split
+        nonmember = self.datamodule.mia_nonmember_split
         if split in ("forget", nonmember):
             features = attack_features(logits, targets, self.hparams.mia_feature, task)
             membership = torch.full_like(features, 1 if split == "forget" else 0,
@@ -413,7 +420,7 @@ class UnlearningModule(LightningModule):
         """The held-out accuracy of the remaining data in ``results``, the one NoMUS uses: that
         of the datamodule's ``heldout_split`` (``acc_retain_test`` for class-wise requests,
         ``acc_unseen`` otherwise)."""
-        return results[f"acc_{self.trainer.datamodule.heldout_split}"]
+        return results[f"acc_{self.datamodule.heldout_split}"]
 
     def evaluation_results(self) -> dict[str, float]:
         """Compute (and reset) the accumulated evaluation: accuracies, losses, MIA, forgetting

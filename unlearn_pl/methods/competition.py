@@ -93,7 +93,7 @@ class MSG(FineTune):
         if self.masks:  # restored from a checkpoint: already re-initialised
             self.masks = {n: m.to(self.device) for n, m in self.masks.items()}
             return
-        datamodule = self.trainer.datamodule  # type: ignore[attr-defined]
+        datamodule = self.datamodule
         size = len(datamodule.splits["forget"][2])
 
         def batches(split: str, **kwargs: Any) -> Iterable[tuple[Tensor, Tensor]]:

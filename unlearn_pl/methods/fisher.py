@@ -185,7 +185,7 @@ class FisherForgetting(UnlearningModule):
         start = time.perf_counter()
         fisher = self.retain_fisher()
         self.fisher_seconds = time.perf_counter() - start
-        self.perturb(fisher, self.trainer.datamodule.hparams.forget_classes)
+        self.perturb(fisher, self.datamodule.hparams.forget_classes)
         self.applied = True
         self.log("train/fisher_seconds", self.fisher_seconds, on_step=False, on_epoch=True,
                  sync_dist=True, reduce_fx="max")  # the slowest rank's time, on every rank
@@ -194,7 +194,7 @@ class FisherForgetting(UnlearningModule):
         """The diagonal Fisher of D_r (or its subsample), averaged over samples and summed over
         DDP ranks."""
         hp = self.hparams
-        loader = self.trainer.datamodule.dataloader(
+        loader = self.datamodule.dataloader(
             "retain", batch_size=hp.fisher_batch_size, shuffle=False,
             max_samples=hp.fisher_samples)
         rank, world = self.global_rank, self.trainer.world_size

@@ -139,7 +139,7 @@ class SSD(UnlearningModule):
         """The split's mean importance (per batch, or per sample for ``deterministic``), its
         batches shared out over DDP ranks and summed."""
         hp = self.hparams
-        datamodule = self.trainer.datamodule  # type: ignore[attr-defined]
+        datamodule = self.datamodule
         loader = datamodule.dataloader(split, batch_size=hp.importance_batch_size
                                        or datamodule.batch_size,
                                        shuffle=hp.variant != "deterministic")

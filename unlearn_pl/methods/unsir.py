@@ -142,7 +142,7 @@ class UNSIR(UnlearningModule):
     # ------------------------------------------------------------------ noise
     def noise_request(self) -> tuple[Tensor, Tensor]:
         """Initial noise (normalised space) and labels for this run's forget request."""
-        datamodule = self.trainer.datamodule  # type: ignore[attr-defined]
+        datamodule = self.datamodule
         images, targets, ids = datamodule.splits["forget"]
         shape = tuple(images.shape[1:])
         seed = self.hparams.seed
@@ -162,7 +162,7 @@ class UNSIR(UnlearningModule):
     def learn_noise(self) -> None:
         """Learn the noise of every forget class or sample, in chunks of one batch size."""
         init, labels = self.noise_request()
-        chunk = self.trainer.datamodule.batch_size  # type: ignore[attr-defined]
+        chunk = self.datamodule.batch_size
         hp = self.hparams
         parts = [error_maximizing_noise(self.network, labels[i:i + chunk], init[i:i + chunk],
                                         lambda z, y: self.loss(z, y, reduction="none"),

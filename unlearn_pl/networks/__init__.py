@@ -25,6 +25,9 @@ from unlearn_pl.networks.custom import find_classifier, instantiate_network, net
 class Normalize(nn.Module):
     """Per-channel ``(x - mean) / std``; the constants are buffers saved with the weights."""
 
+    mean: Tensor
+    std: Tensor
+
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32)
