@@ -14,7 +14,15 @@ from lightning.pytorch import Trainer
 
 from tests.conftest import DATA_CONFIG
 from unlearn_pl.benchmark import CompareInputError
-from unlearn_pl.benchmark.tune import Dimension, load_search_space, main, probe_distance, tune
+from unlearn_pl.benchmark.settings import CONFIGS
+from unlearn_pl.benchmark.tune import (
+    Dimension,
+    _shipped_values,
+    load_search_space,
+    main,
+    probe_distance,
+    tune,
+)
 from unlearn_pl.cli import run_cli
 from unlearn_pl.methods import FineTune
 
@@ -114,6 +122,26 @@ def test_a_study_writes_its_best_trial_as_a_config_the_cli_runs(
     assert isinstance(cli.model, FineTune)
     assert cli.model.hparams.lr == pytest.approx(best["params"]["model.init_args.lr"])
     assert cli.trainer.max_epochs == best["params"]["trainer.max_epochs"]
+
+
+def test_the_first_trial_is_the_shipped_config(study: dict[str, Any]) -> None:
+    shipped = yaml.safe_load((CONFIGS / "methods" / "finetune.yaml").read_text())
+    first = study["result"]["trials"][0]
+    assert first["shipped"] is True
+    assert first["params"] == {"model.init_args.lr": shipped["model"]["init_args"]["lr"],
+                               "trainer.max_epochs": shipped["trainer"]["max_epochs"]}
+    assert not any(t.get("shipped") for t in study["result"]["trials"][1:])
+
+
+def test_shipped_values_only_where_the_dimension_can_draw_them() -> None:
+    space = [Dimension("model.init_args.lr", 1e-3, 0.1, log=True),
+             Dimension("trainer.max_epochs", choices=(-1,)),
+             Dimension("model.init_args.alpha", 0.8, 0.999),
+             Dimension("trainer.max_steps", 50, 400)]
+    config = {"model": {"init_args": {"lr": 0.05, "alpha": 0.5}},
+              "trainer": {"max_epochs": 1, "max_steps": 200}}
+    assert _shipped_values(config, space) == {"model.init_args.lr": 0.05,
+                                              "trainer.max_steps": 200}
 
 
 def test_no_trial_is_ever_tested(study: dict[str, Any]) -> None:

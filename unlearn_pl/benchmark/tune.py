@@ -4,7 +4,8 @@ reference of one forget request, on the validation probe only.
 ``unlearn-pl-tune --setting digits --method scrub --trials 30`` trains (or reuses, from the
 comparison runner's cache) the original, the retrain network and a bank of K retrains of the
 tuning split (``--split-seed``), then runs one ``unlearn-pl`` fit per trial from the original,
-with hyperparameters drawn from ``configs/search/<method>.yaml``. A trial's objective is its
+with hyperparameters drawn from ``configs/search/<method>.yaml`` (the first trial: the method
+config's own values, where the space holds them). A trial's objective is its
 distance to retrain on the **validation probe** (:func:`probe_distance`): the mean of the
 absolute gaps in forget, retain and held-out accuracy (the held-out samples being the validation
 split's, never the test split's) and of the excess fraction of forget examples outside the
@@ -98,6 +99,13 @@ class Dimension:
             raise ValueError(f"search dimension {key}: need low < high (and low > 0 on a log "
                              f"scale), got low={low}, high={high}")
         return cls(key, low, high, bool(spec.get("log", False)))
+
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` is one this dimension can draw."""
+        if self.choices is not None:
+            return value in self.choices
+        return isinstance(value, int | float) and not isinstance(value, bool) \
+            and self.low <= value <= self.high  # type: ignore[operator]
 
     def suggest(self, trial: Any) -> Any:
         """Draw the value for an Optuna trial."""
@@ -219,6 +227,20 @@ def _merged_config(paths: Sequence[Path]) -> dict[str, Any]:
     return config
 
 
+def _shipped_values(config: Mapping[str, Any], space: Sequence[Dimension]) -> dict[str, Any]:
+    """The method config's own values of the searched dimensions, where the dimension can draw
+    them: the study's first trial, so that a tuned recipe is never worse on the tuning split
+    than the config it started from."""
+    values = {}
+    for dimension in space:
+        node: Any = config
+        for part in dimension.key.split("."):
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if dimension.contains(node):
+            values[dimension.key] = node
+    return values
+
+
 def _with_params(config: dict[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in params.items():
         *parents, leaf = key.split(".")
@@ -335,6 +357,9 @@ def tune(setting: str, method: str, trials: int = 30, *, timeout: float | None =
             direction="minimize", sampler=optuna.samplers.TPESampler(seed=sampler_seed),
             pruner=optuna.pruners.MedianPruner(n_startup_trials=5) if prune
             else optuna.pruners.NopPruner())
+        shipped = _shipped_values(_merged_config(method_paths), space)
+        if shipped:
+            study.enqueue_trial(shipped, user_attrs={"shipped": True})
         study.optimize(objective, n_trials=trials, timeout=timeout, catch=FAILED_TRIAL)
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     seconds = time.perf_counter() - started
