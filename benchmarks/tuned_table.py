@@ -1,6 +1,6 @@
 """The docs' "Tuned recipes" table of a setting: each tuned method's study (its record written by
 ``unlearn-pl-tune --record``) beside its rows on the report split (``results.json`` of
-``unlearn-pl-compare``), as Markdown.
+``unlearn-pl-compare``; a later file's rows replace an earlier one's), as Markdown.
 
     python benchmarks/tuned_table.py benchmarks/results/tuning/fer2013 \
         benchmarks/results/fer2013_tuned/results.json \
@@ -34,10 +34,14 @@ def _params(params: dict) -> str:
     return ", ".join(f"{key.rsplit('.', 1)[-1]} {short(value)}" for key, value in params.items())
 
 
-def table(records: Path, results: Path, metrics: list[str]) -> str:
-    """The Markdown table: references first, then the tuned methods in the results' order."""
+def table(records: Path, results: list[Path], metrics: list[str]) -> str:
+    """The Markdown table: references first, then the tuned methods in the first results' order;
+    a method's row in a later results file replaces the earlier one."""
     studies = {path.stem: json.loads(path.read_text()) for path in sorted(records.glob("*.json"))}
-    summary = json.loads(results.read_text())["summary"]
+    rows: dict[str, dict] = {}
+    for path in results:
+        rows.update((row["method"], row) for row in json.loads(path.read_text())["summary"])
+    summary = list(rows.values())
     head = ["method", "tuned values", "probe objective", *(LABELS.get(m, m) for m in metrics),
             "trials done/pruned/failed", "tuning wall s"]
     lines = ["| " + " | ".join(head) + " |",
@@ -61,7 +65,9 @@ def table(records: Path, results: Path, metrics: list[str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("records", type=Path, help="folder of the studies' JSON records")
-    parser.add_argument("results", type=Path, help="results.json of the report split")
+    parser.add_argument("results", type=Path, nargs="+",
+                        help="results.json of the report split (a later file's rows replace an "
+                             "earlier one's)")
     parser.add_argument("--metrics", nargs="+", default=["acc_forget_test", "acc_retain_test",
                                                          "time_ratio_to_retrain"],
                         help="summary columns to show")
