@@ -306,6 +306,7 @@ def tune(setting: str, method: str, trials: int = 30, *, timeout: float | None =
              for a in (*spec.method_overrides.get(method_name, ()), *overrides)
              if a.startswith("--")}
     space = [d for d in space if d.key not in fixed]
+    method_config = _merged_config(method_paths)
     if not space:
         raise CompareInputError(f"every searched argument of {method_name} is fixed by the "
                                 "setting or the extra arguments: nothing to tune")
@@ -357,7 +358,7 @@ def tune(setting: str, method: str, trials: int = 30, *, timeout: float | None =
             direction="minimize", sampler=optuna.samplers.TPESampler(seed=sampler_seed),
             pruner=optuna.pruners.MedianPruner(n_startup_trials=5) if prune
             else optuna.pruners.NopPruner())
-        shipped = _shipped_values(_merged_config(method_paths), space)
+        shipped = _shipped_values(method_config, space)
         if shipped:
             study.enqueue_trial(shipped, user_attrs={"shipped": True})
         study.optimize(objective, n_trials=trials, timeout=timeout, catch=FAILED_TRIAL)
@@ -392,7 +393,7 @@ def tune(setting: str, method: str, trials: int = 30, *, timeout: float | None =
               f"{seconds - reference_seconds:.0f} s of trials, {reference_seconds:.0f} s "
               "training or validating the references.\n"
               f"# Searched: {', '.join(d.key for d in space)}.\n")
-    config = _with_params(_merged_config(method_paths), best.params)
+    config = _with_params(method_config, best.params)
     atomic_write_text(output, header + yaml.safe_dump(config, sort_keys=False))
     return result
 
