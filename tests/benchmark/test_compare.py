@@ -20,6 +20,7 @@ from unlearn_pl.benchmark import (
     markdown_table,
     summarize,
 )
+from unlearn_pl.benchmark.results import _spread
 from unlearn_pl.data import SyntheticDataModule
 from unlearn_pl.evaluation import evaluate
 
@@ -153,6 +154,21 @@ def test_markdown_cells_and_single_seed() -> None:
     assert "| m | 0.500 | 2.0 |" in markdown_table(single)
     nan_row = [{"method": "m", "seed": 0, "acc_retain": math.nan}]
     assert "acc_retain" not in summarize(nan_row)[0]
+
+
+def test_table_footer_names_the_seeds_of_its_runs() -> None:
+    def rows(seeds: list[int], own: list[int]) -> list[dict]:
+        # references run with their split's seed; the method once per method seed
+        return [*({"method": kind, "seed": s, "method_seed": s} for s in seeds
+                  for kind in ("original", "retrain")),
+                *({"method": "m", "seed": s, "method_seed": o} for s in seeds for o in own)]
+    assert _spread(rows([0], [0])) == "seed 0"
+    assert _spread(rows([0, 1], [0, 1])) == "mean ± sample standard deviation over seeds 0, 1"
+    # one run per method on split 1 with method seed 0: no spread, and method seed 1 was not run
+    one = _spread(rows([1], [0]))
+    assert one.startswith("seed 1 (split, original and retrain), method seed 0")
+    assert "±" not in one
+    assert "seeds 1 (split, original and retrain) × method seeds 0, 2 " in _spread(rows([1], [0, 2]))
 
 
 def test_unknown_names_fail_before_training(tmp_path: Path,

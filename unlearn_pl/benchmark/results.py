@@ -219,6 +219,26 @@ def _plot(rows: Sequence[Mapping[str, Any]], summary: Sequence[Mapping[str, Any]
 
 
 # --------------------------------------------------------------------------- files
+def _spread(rows: list[dict[str, Any]]) -> str:
+    """What the table's rows are over: the seeds (split, original and retrain) and, where the
+    method runs have their own, the method seeds (those of the method rows alone: the
+    references always run with their split's seed)."""
+    seeds = sorted({row["seed"] for row in rows})
+    own = sorted({_method_seed(row) for row in rows
+                  if row["method"] not in ("original", "retrain")}) or seeds
+    if own == seeds:
+        if len(seeds) == 1:
+            return f"seed {seeds[0]}"
+        return "mean ± sample standard deviation over seeds " + ", ".join(map(str, seeds))
+    if len(seeds) == 1 and len(own) == 1:
+        return (f"seed {seeds[0]} (split, original and retrain), method seed {own[0]} (the "
+                "unlearning run's batch order and own randomness)")
+    return ("mean ± sample standard deviation over the runs of each method: seeds "
+            + ", ".join(map(str, seeds)) + " (split, original and retrain) × method seeds "
+            + ", ".join(map(str, own)) + " (the unlearning run's batch order and own "
+            "randomness, against the same references)")
+
+
 def _row(setting: str, method: str, seed: int, record: Mapping[str, Any],
          method_seed: int | None = None) -> dict[str, Any]:
     row: dict[str, Any] = {"setting": setting, "method": method, "seed": seed,
@@ -253,19 +273,8 @@ def _write_results(rows: list[dict[str, Any]], output: Path, setting: str, spec:
     files["json"] = atomic_write_text(output / "results.json", json.dumps(
         {"setting": setting, "environment": dict(environment), "rows": numbers,
          "summary": summary}, indent=1))
-    seeds = sorted({row["seed"] for row in rows})
-    own = sorted({_method_seed(row) for row in rows})
-    if own != seeds:
-        spread = ("mean ± sample standard deviation over the runs of each method: seeds "
-                  + ", ".join(map(str, seeds)) + " (split, original and retrain) × method seeds "
-                  + ", ".join(map(str, own)) + " (the unlearning run's batch order and own "
-                  "randomness, against the same references)")
-    elif len(seeds) > 1:
-        spread = "mean ± sample standard deviation over seeds " + ", ".join(map(str, seeds))
-    else:
-        spread = f"seed {seeds[0]}"
     text = (f"# Comparison: {setting}\n\n{markdown_table(summary)}\n"
-            f"{spread}. Accuracies in [0, 1]; FS = forgetting score 2·|MIA − 0.5| (paper scale, "
+            f"{_spread(rows)}. Accuracies in [0, 1]; FS = forgetting score 2·|MIA − 0.5| (paper scale, "
             "0 = the attacker cannot tell forget from non-member samples); NoMUS = "
             "0.5·(test accuracy + 1 − FS), test accuracy = Dr_test for class-wise requests, "
             "D_u otherwise; time = the fit's wall-clock seconds (module `fit_seconds`), "
