@@ -168,7 +168,8 @@ def test_table_footer_names_the_seeds_of_its_runs() -> None:
     one = _spread(rows([1], [0]))
     assert one.startswith("seed 1 (split, original and retrain), method seed 0")
     assert "±" not in one
-    assert "seeds 1 (split, original and retrain) × method seeds 0, 2 " in _spread(rows([1], [0, 2]))
+    both = _spread(rows([1], [0, 2]))
+    assert "seeds 1 (split, original and retrain) × method seeds 0, 2 " in both
 
 
 def test_unknown_names_fail_before_training(tmp_path: Path,

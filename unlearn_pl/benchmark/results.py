@@ -274,8 +274,8 @@ def _write_results(rows: list[dict[str, Any]], output: Path, setting: str, spec:
         {"setting": setting, "environment": dict(environment), "rows": numbers,
          "summary": summary}, indent=1))
     text = (f"# Comparison: {setting}\n\n{markdown_table(summary)}\n"
-            f"{_spread(rows)}. Accuracies in [0, 1]; FS = forgetting score 2·|MIA − 0.5| (paper scale, "
-            "0 = the attacker cannot tell forget from non-member samples); NoMUS = "
+            f"{_spread(rows)}. Accuracies in [0, 1]; FS = forgetting score 2·|MIA − 0.5| "
+            "(paper scale, 0 = the attacker cannot tell forget from non-member samples); NoMUS = "
             "0.5·(test accuracy + 1 − FS), test accuracy = Dr_test for class-wise requests, "
             "D_u otherwise; time = the fit's wall-clock seconds (module `fit_seconds`), "
             "time / retrain = its ratio to retrain's fit.\n"
