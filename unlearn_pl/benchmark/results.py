@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from unlearn_pl.benchmark.settings import Setting
+from unlearn_pl.benchmark.settings import REFERENCES, Setting
 from unlearn_pl.evaluation import VERDICT_RULE, audit_method
 from unlearn_pl.utils import atomic_save_figure, atomic_write_text
 
@@ -225,7 +225,7 @@ def _spread(rows: list[dict[str, Any]]) -> str:
     references always run with their split's seed)."""
     seeds = sorted({row["seed"] for row in rows})
     own = sorted({_method_seed(row) for row in rows
-                  if row["method"] not in ("original", "retrain")}) or seeds
+                  if row["method"] not in REFERENCES}) or seeds
     if own == seeds:
         if len(seeds) == 1:
             return f"seed {seeds[0]}"

@@ -306,10 +306,10 @@ def tune(setting: str, method: str, trials: int = 30, *, timeout: float | None =
              for a in (*spec.method_overrides.get(method_name, ()), *overrides)
              if a.startswith("--")}
     space = [d for d in space if d.key not in fixed]
-    method_config = _merged_config(method_paths)
     if not space:
         raise CompareInputError(f"every searched argument of {method_name} is fixed by the "
                                 "setting or the extra arguments: nothing to tune")
+    method_config = _merged_config(method_paths)
     workdir = Path(workdir or Path("runs") / "compare" / name)
     output = Path(output or Path("configs") / "tuned" / name / f"{method_name}.yaml")
     record_path = Path(record or workdir / "tuning" / f"{method_name}.json")
